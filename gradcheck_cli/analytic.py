@@ -1,0 +1,138 @@
+"""The torch side: leaves with requires_grad, the gradient / VJP / Jacobian, and the grad_fn tree."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .evaluate import TorchBackend, Walker, is_finite
+from .graph import GraphNode, read_graph
+from .ops import OpSpec
+from .parse import Program
+
+MAX_JACOBIAN_ELEMENTS = 20_000_000  # output elements × input elements in jacobian mode
+
+
+class Mode(enum.Enum):
+    GRADIENT = "gradient"   # scalar output
+    VJP = "vjp"             # --grad-output
+    JACOBIAN = "jacobian"   # non-scalar output, no --grad-output
+
+
+@dataclasses.dataclass(frozen=True)
+class Analytic:
+    """What autograd said, as float64 numpy arrays."""
+
+    output: np.ndarray
+    mode: Mode
+    weights: np.ndarray | None          # the upstream gradient actually used (None: Jacobian)
+    gradients: dict[str, np.ndarray]    # inputs and intermediates, in order
+    intermediates: tuple[str, ...]      # the names among `gradients` that are intermediates
+    graph: GraphNode | None
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    return t.detach().to("cpu", dtype=__import__("torch").float64).numpy()
+
+
+def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+                 wrt: tuple[str, ...], dtype: Any, device: str,
+                 grad_output: np.ndarray | None) -> Analytic:
+    """Build the program in torch and differentiate its output.
+
+    Raises:
+        InputError: a statement that is nan/inf, an output no variable reaches, a --grad-output of
+            the wrong shape, or a Jacobian too large to build.
+    """
+    import torch
+
+    out, env, leaves = _build(program, table, inputs, wrt, dtype, device)
+    names = {id(t): name for name, t in leaves.items()}
+    graph = read_graph(out.grad_fn, names)
+    inter = tuple(n for n in program.intermediates
+                  if isinstance(env[n], torch.Tensor) and env[n].requires_grad and env[n] is not out)
+    targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
+    mode, weights = _mode(out, grad_output, dtype, device)
+    if mode is Mode.JACOBIAN:
+        grads = _jacobian(out, targets)
+    else:
+        raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
+        grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
+    gradients = dict(zip(list(wrt) + list(inter), grads))
+    return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
+                    gradients, inter, graph)
+
+
+def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+           wrt: tuple[str, ...], dtype: Any, device: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Run the program in torch: (output, every binding, the leaf tensors)."""
+    import torch
+
+    leaves = {name: torch.tensor(value, dtype=dtype, device=device, requires_grad=name in wrt)
+              for name, value in inputs.items()}
+    env: dict[str, Any] = dict(leaves)
+    walker = Walker(program, table, TorchBackend(dtype, device))
+
+    def check_finite(index: int, value: Any) -> None:
+        if not is_finite(value):
+            raise non_finite_error(program, index, value, str(dtype).replace("torch.", ""))
+
+    out = walker.run(env, on_statement=check_finite)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        raise InputError(f"the output does not depend on any variable being differentiated "
+                         f"({', '.join(wrt) or 'none'}); nothing to check")
+    return out, env, leaves
+
+
+def record_graph(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+                 wrt: tuple[str, ...], dtype: Any, device: str) -> GraphNode | None:
+    """The grad_fn tree autograd records for the program's output."""
+    out, _, leaves = _build(program, table, inputs, wrt, dtype, device)
+    return read_graph(out.grad_fn, {id(t): name for name, t in leaves.items()})
+
+
+def non_finite_error(program: Program, index: int, value: Any, where: str) -> InputError:
+    """Bad input: statement `index` is nan or inf at the given point."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(
+        value if isinstance(value, float) else _to_numpy(value))
+    kind = "nan" if np.isnan(arr).any() else "inf"
+    statement = program.statements[index]
+    what = f"'{statement.target}'" if statement.target else "the expression"
+    return InputError(f"{what} is {kind} at this point (in {where}): {statement.text}; choose values "
+                      "inside the domain of every function", program.source, statement.span.line,
+                      statement.span.col, statement.span.end_col)
+
+
+def _mode(out: Any, grad_output: np.ndarray | None, dtype: Any, device: str) -> tuple[Mode, Any]:
+    import torch
+
+    shape = tuple(out.shape)
+    if grad_output is not None:
+        if tuple(grad_output.shape) != shape and grad_output.size != out.numel():
+            raise InputError(f"--grad-output has shape {list(grad_output.shape)} but the output has shape "
+                             f"{list(shape)}; give one value per output element")
+        weights = torch.tensor(grad_output.reshape(shape), dtype=dtype, device=device)
+        return Mode.VJP, weights
+    if out.numel() == 1:
+        return Mode.GRADIENT, torch.ones_like(out)
+    return Mode.JACOBIAN, None
+
+
+def _jacobian(out: Any, targets: list[Any]) -> list[np.ndarray]:
+    """Row by row: d out[i] / d target, stacked to shape out.shape + target.shape."""
+    import torch
+
+    total = out.numel() * sum(t.numel() for t in targets)
+    if total > MAX_JACOBIAN_ELEMENTS:
+        raise InputError(f"the full Jacobian would have {total:,} elements; pass --grad-output to check "
+                         "a vector-Jacobian product instead, or reduce the output (e.g. .sum())")
+    rows: list[list[np.ndarray]] = [[] for _ in targets]
+    flat = out.reshape(-1)
+    for i in range(flat.numel()):
+        grads = torch.autograd.grad(flat[i], targets, retain_graph=True, allow_unused=True)
+        for k, (g, t) in enumerate(zip(grads, targets)):
+            rows[k].append(_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)))
+    return [np.stack(r).reshape(tuple(out.shape) + tuple(t.shape)) for r, t in zip(rows, targets)]

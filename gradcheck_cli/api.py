@@ -1,0 +1,226 @@
+"""The library's front door: options in, CheckResult out. Never prints, never exits."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .analytic import Mode, non_finite_error, run_analytic
+from .compare import DEFAULT_TOLERANCES, CheckResult, compare, versions
+from .errors import InputError
+from .numeric import METHODS, NumericEngine, choose_method
+from .ops import OPS, OpSpec
+from .parse import DEFAULT_LIMITS, Limits, Program, parse
+from .values import default_value, resolve
+
+DTYPES = tuple(DEFAULT_TOLERANCES)
+METHOD_CHOICES = ("auto", *METHODS)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    """Every option of `gradcheck check` but the variables themselves."""
+
+    grad_output: Any = None
+    wrt: tuple[str, ...] | None = None
+    seed: int = 0
+    dtype: str = "float64"
+    method: str = "auto"
+    eps: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    plugins: tuple[str, ...] = ()
+    device: str = "cpu"
+    limits: Limits = DEFAULT_LIMITS
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise InputError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
+        if self.method not in METHOD_CHOICES:
+            raise InputError(f"unknown method '{self.method}'; use one of {', '.join(METHOD_CHOICES)}")
+        for name in ("eps", "atol", "rtol"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value >= 0 and (name != "eps" or value > 0)):
+                raise InputError(f"--{name} must be a finite number {'> 0' if name == 'eps' else '>= 0'}, "
+                                 f"not {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A parsed expression with its values resolved: what both `check` and `graph` start from."""
+
+    program: Program
+    table: Mapping[str, OpSpec]
+    inputs: dict[str, np.ndarray]       # every free variable, rounded to the dtype, as float64
+    wrt: tuple[str, ...]
+    specs: dict[str, Any]               # what the user gave, for the replay line
+
+
+def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """'a,b' or ['a', 'b'] → ('a', 'b'); None stays None."""
+    if wrt is None:
+        return None
+    items = wrt.split(",") if isinstance(wrt, str) else list(wrt)
+    return tuple(s.strip() for s in items if s.strip())
+
+
+def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -> Prepared:
+    """Parse, resolve values, validate --wrt. Raises InputError."""
+    options.validate()
+    table = load_table(options.plugins)
+    program = parse(expression, table, options.limits)
+    unused = [name for name in values if name not in program.inputs]
+    if unused:
+        hint = " (it is assigned in the expression)" if unused[0] in program.intermediates else ""
+        raise InputError(f"variable '{unused[0]}' is given a value but the expression does not use it{hint}; "
+                         f"the expression's variables are: {', '.join(program.inputs) or 'none'}")
+    inputs = {}
+    for name in program.inputs:
+        raw = resolve(values[name], name, options.seed, options.limits) if name in values \
+            else default_value(name, options.seed)
+        inputs[name] = round_to_dtype(raw, options.dtype)
+    wrt = program.inputs if options.wrt is None else options.wrt
+    missing = [name for name in wrt if name not in program.inputs]
+    if missing:
+        raise InputError(f"--wrt names '{missing[0]}', which the expression does not use; its variables are: "
+                         f"{', '.join(program.inputs) or 'none'}")
+    if not wrt:
+        raise InputError("--wrt is empty; name at least one variable")
+    wrt = tuple(name for name in program.inputs if name in wrt)
+    return Prepared(program, table, inputs, wrt, dict(values))
+
+
+def load_table(plugins: Iterable[str]) -> Mapping[str, OpSpec]:
+    """The built-in table, extended by plugins when there are any."""
+    plugins = tuple(plugins)
+    if not plugins:
+        return OPS
+    from .plugins import extend_table
+    return extend_table(OPS, plugins)
+
+
+def round_to_dtype(value: np.ndarray, dtype: str) -> np.ndarray:
+    """The value torch will hold in `dtype`, back in float64, so both sides see the same point."""
+    if dtype == "float64":
+        return value
+    import torch
+    return torch.tensor(value, dtype=getattr(torch, dtype)).double().numpy()
+
+
+def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions) -> CheckResult:
+    """Check the gradient of `expression`: autograd against finite differences.
+
+    Args:
+        expression: one or more statements; the last is the output.
+        values: variable name → SPEC string, number, list, numpy array or torch tensor.
+        options: everything else.
+
+    Returns:
+        A CheckResult; `.ok` is the verdict.
+
+    Raises:
+        InputError: bad input of any kind (syntax, unknown name, shape mismatch, bad SPEC, nan/inf).
+    """
+    prep = prepare(expression, values, options)
+    import torch
+
+    grad_output = None if options.grad_output is None else resolve(
+        options.grad_output, "--grad-output", options.seed, options.limits)
+    analytic = run_analytic(prep.program, prep.table, prep.inputs, prep.wrt,
+                            getattr(torch, options.dtype), options.device, grad_output)
+    method = choose_method(options.method, prep.program, prep.table)
+    engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
+    for index, value in engine.statement_values().items():
+        if not np.all(np.isfinite(value)):
+            raise non_finite_error(prep.program, index, value, "float64")
+    default_atol, default_rtol = DEFAULT_TOLERANCES[options.dtype]
+    atol = default_atol if options.atol is None else options.atol
+    rtol = default_rtol if options.rtol is None else options.rtol
+    weights = analytic.weights
+    starts = {name: 0 for name in prep.wrt}
+    starts.update({stmt.target: i + 1 for i, stmt in enumerate(prep.program.statements)
+                   if stmt.target in analytic.intermediates})
+    results = {}
+    for name, start in starts.items():
+        numeric = engine.derivative(name, start, weights)
+        value = prep.inputs[name] if start == 0 else engine.values[start - 1]
+        results[name] = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol)
+    return CheckResult(
+        expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
+        eps=options.eps, seed=options.seed, mode=analytic.mode.value,
+        output_shape=tuple(analytic.output.shape), output_value=analytic.output,
+        grad_output=weights if analytic.mode is Mode.VJP else None,
+        inputs={n: results[n] for n in prep.wrt},
+        intermediates={n: results[n] for n in analytic.intermediates},
+        constants={n: v for n, v in prep.inputs.items() if n not in prep.wrt},
+        graph=analytic.graph, replay=replay_command(prep, options, method), versions=versions(),
+    )
+
+
+def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
+    """The exact command that reproduces a check."""
+    parts = ["gradcheck", "check", prep.program.source]
+    for name, spec in prep.specs.items():
+        parts += ["-v", f"{name}={spec_text(spec)}"]
+    if options.grad_output is not None:
+        parts += ["--grad-output", spec_text(options.grad_output)]
+    if options.wrt is not None:
+        parts += ["--wrt", ",".join(prep.wrt)]
+    parts += ["--seed", str(options.seed), "--method", method, "--dtype", options.dtype]
+    for name in ("eps", "atol", "rtol"):
+        if getattr(options, name) is not None:
+            parts += [f"--{name}", repr(getattr(options, name))]
+    if options.device != "cpu":
+        parts += ["--device", options.device]
+    for plugin in options.plugins:
+        parts += ["--plugin", plugin]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def spec_text(value: Any) -> str:
+    """A value as a SPEC string: strings as given, anything else as a (nested) list."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().double().numpy()
+    return json.dumps(np.asarray(value, dtype=np.float64).tolist())
+
+
+def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output: Any = None,
+          wrt: str | Iterable[str] | None = None, seed: int = 0, dtype: str = "float64",
+          method: str = "auto", eps: float | None = None, atol: float | None = None,
+          rtol: float | None = None, plugins: Iterable[str] = (), device: str = "cpu",
+          limits: Limits = DEFAULT_LIMITS, **variables: Any) -> CheckResult:
+    """Check the gradient of an expression, as `gradcheck check` does.
+
+    Args:
+        expression: e.g. "3*a**3 - b**2"; several statements split by ';' or newlines.
+        vars: variables whose names clash with an option, e.g. vars={"seed": 1.0}.
+        grad_output: upstream gradient for a non-scalar output (a VJP); without it, the full Jacobian.
+        wrt: the variables that get gradients ("a,b" or ["a", "b"]); the rest are constants.
+        seed, dtype, method, eps, atol, rtol, plugins, device: as the CLI options.
+        **variables: variable values: numbers, lists, numpy arrays, tensors or SPEC strings.
+
+    Returns:
+        CheckResult, with `.ok` and `.inputs["a"].analytic` / `.numeric` / `.ok`.
+
+    Raises:
+        InputError: bad input.
+    """
+    values = {**variables, **(vars or {})}
+    options = CheckOptions(grad_output=grad_output, wrt=split_names(wrt), seed=seed, dtype=dtype,
+                           method=method, eps=eps, atol=atol, rtol=rtol, plugins=tuple(plugins),
+                           device=device, limits=limits)
+    return run_check(expression, values, options)
+
+
+def build_graph(expression: str, values: Mapping[str, Any], options: CheckOptions):
+    """The grad_fn tree of an expression (for `gradcheck graph`). Raises InputError."""
+    prep = prepare(expression, values, options)
+    import torch
+    from .analytic import record_graph
+    return record_graph(prep.program, prep.table, prep.inputs, prep.wrt,
+                        getattr(torch, options.dtype), options.device)

@@ -1,0 +1,256 @@
+"""The command line: options → library call → renderer → exit status. No numerics here."""
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from typing import Any, Callable
+
+import click
+
+from .errors import ExitStatus, InputError
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+class VarSpec(click.ParamType):
+    """NAME=SPEC → (name, spec text); the SPEC itself is read by the library."""
+
+    name = "NAME=SPEC"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, spec = value.partition("=")
+        name = name.strip()
+        if not sep or not _NAME.match(name):
+            self.fail(f"expected NAME=SPEC such as a=2,3 or w=randn(3,4), got {value!r}", param, ctx)
+        return name, spec
+
+
+class UserError(click.ClickException):
+    """An InputError at the edge: one message line, the source line and a caret row; exit 2."""
+
+    exit_code = ExitStatus.BAD_INPUT
+
+    def __init__(self, error: InputError):
+        super().__init__(error.message)
+        self.error = error
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.error.format()}", err=True)
+
+
+class ExpressionCommand(click.Command):
+    """Lets EXPR begin with a minus, as in `gradcheck check "-log(p).mean()"`.
+
+    A token like "-log(p)" is not an option of this command, so it is moved behind "--", where
+    click takes it as the positional EXPR.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value, names = set(), set()
+        for param in self.params:
+            if isinstance(param, click.Option):
+                names.update(param.opts)
+                if not param.is_flag and not param.count:
+                    takes_value.update(param.opts)
+        out: list[str] = []
+        moved: list[str] = []
+        expect_value = False
+        for position, token in enumerate(args):
+            if token == "--":
+                out.extend(args[position:])
+                break
+            if expect_value:
+                out.append(token)
+                expect_value = False
+                continue
+            is_option = token in names or token[:2] in names or token.startswith("--")
+            if token.startswith("-") and len(token) > 1 and not is_option and not moved:
+                moved.append(token)
+                continue
+            out.append(token)
+            expect_value = token in takes_value
+        return super().parse_args(ctx, out + (["--", *moved] if moved else []))
+
+
+def _limit_options(fn: Callable) -> Callable:
+    from .parse import DEFAULT_LIMITS
+    for field, help_text in (("max_elements", "largest input tensor, in elements"),
+                             ("max_length", "longest expression, in characters"),
+                             ("max_depth", "deepest nesting of the expression"),
+                             ("max_statements", "most statements in one expression"),
+                             ("max_power", "largest literal exponent")):
+        default = getattr(DEFAULT_LIMITS, field)
+        kind = float if isinstance(default, float) else int
+        fn = click.option(f"--{field.replace('_', '-')}", type=kind, default=default, show_default=True,
+                          help=f"Limit: {help_text}.")(fn)
+    return fn
+
+
+def expression_options(fn: Callable) -> Callable:
+    """-v/--var, --seed, --dtype, --plugin and the limits: what every expression command takes."""
+    fn = _limit_options(fn)
+    fn = click.option("--device", default="cpu", show_default=True,
+                      help="torch device for the analytic side (the numeric side stays on the CPU).")(fn)
+    fn = click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module",
+                      help="Custom ops: a file or module defining OPS (and optionally NUMPY_OPS).")(fn)
+    fn = click.option("--dtype", type=click.Choice(["float64", "float32", "float16", "bfloat16"]),
+                      default="float64", show_default=True, help="dtype of the torch side.")(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True,
+                      help="Seed for random values: same seed, same values, same output.")(fn)
+    fn = click.option("-v", "--var", "variables", type=VarSpec(), multiple=True,
+                      help="A variable's value: 2 | 2,3 | [[1,2],[3,4]] | randn(3,4) | rand(2) | ones(2,2) "
+                           "| zeros(3). Unnamed variables get a random scalar in [0.5, 1.5).")(fn)
+    return fn
+
+
+def check_options(fn: Callable) -> Callable:
+    """The gradient options of `check`."""
+    fn = click.option("--rtol", type=float, help="Relative tolerance (default: by dtype).")(fn)
+    fn = click.option("--atol", type=float, help="Absolute tolerance (default: by dtype).")(fn)
+    fn = click.option("--eps", type=float, help="Absolute finite-difference step (default: per element).")(fn)
+    fn = click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex"]),
+                      default="auto", show_default=True, help="Numeric method; auto picks complex step "
+                      "where every op allows it, else Richardson.")(fn)
+    fn = click.option("--grad-output", metavar="SPEC",
+                      help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
+    fn = click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")(fn)
+    return fn
+
+
+def format_option(fn: Callable) -> Callable:
+    fn = click.option("--json", "as_json", is_flag=True, help="Short for --format json.")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                      show_default=True, help="Output format.")(fn)
+    return fn
+
+
+def _options(kw: dict[str, Any]):
+    """Click keyword arguments → CheckOptions (the library's own type)."""
+    from .api import CheckOptions, split_names
+    from .parse import Limits
+    limits = Limits(**{k: kw.pop(k) for k in ("max_elements", "max_length", "max_depth",
+                                               "max_statements", "max_power")})
+    return CheckOptions(grad_output=kw.get("grad_output"), wrt=split_names(kw.get("wrt")),
+                        seed=kw["seed"], dtype=kw["dtype"], method=kw.get("method", "auto"),
+                        eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
+                        plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits)
+
+
+def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, spec in variables:
+        if name in values:
+            raise InputError(f"-v {name}= is given twice")
+        values[name] = spec
+    return values
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+    from .render.table import THEME
+    return Console(theme=THEME, stderr=stderr, highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gradcheck-cli", prog_name="gradcheck")
+def main() -> None:
+    """Tell whether a gradient is right: PyTorch autograd against an independent numpy
+    finite-difference engine, element by element.
+
+    \b
+    Example:
+      gradcheck check "3*a**3 - b**2" -v a=2,3 -v b=6,4 --grad-output 1,1
+    """
+
+
+def _guard(fn: Callable) -> Callable:
+    """Turn InputError into exit 2 with the caret message; nothing broader is caught."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            raise UserError(err) from None
+    return run
+
+
+@main.command(cls=ExpressionCommand)
+@click.argument("expr")
+@expression_options
+@check_options
+@format_option
+@click.option("--rows", type=int, default=20, show_default=True,
+              help="Elements shown per variable in the table (the worst first); 0 shows all.")
+@_guard
+def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw: Any) -> None:
+    """Check the gradient of EXPR: analytic (autograd) against numeric (finite differences).
+
+    Exit status: 0 all gradients agree, 1 some disagree, 2 bad input.
+
+    \b
+    Example:
+      gradcheck check "3*a**3 - b**2" -v a=2,3 -v b=6,4 --grad-output 1,1
+      gradcheck check "y = x + 2; z = y*y*3; z.mean()" -v x="ones(2,2)" --json
+    """
+    from .api import run_check
+    result = run_check(expr, _values(variables), _options(kw))
+    if as_json or fmt == "json":
+        from .render.json import check_dict, dumps
+        click.echo(dumps(check_dict(result)))
+    else:
+        from .render.table import check_view
+        _console().print(check_view(result, rows))
+    sys.exit(ExitStatus.OK if result.ok else ExitStatus.MISMATCH)
+
+
+@main.command(cls=ExpressionCommand)
+@click.argument("expr")
+@expression_options
+@click.option("--dot", type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Also write the tree as Graphviz DOT to this file ('-' for stdout).")
+@_guard
+def graph(expr: str, variables: tuple, dot: str | None, **kw: Any) -> None:
+    """Show the grad_fn tree autograd records for EXPR.
+
+    \b
+    Example:
+      gradcheck graph "3*a**3 - b**2" -v a=2,3 -v b=6,4 --dot graph.dot
+    """
+    from .api import build_graph
+    from .graph import to_dot
+    root = build_graph(expr, _values(variables), _options(kw))
+    if dot == "-":
+        click.echo(to_dot(root, expr), nl=False)
+        return
+    from .render.table import graph_tree
+    _console().print(graph_tree(root, f"grad_fn graph of {expr}"))
+    if dot:
+        from .files import write_atomic
+        write_atomic(dot, to_dot(root, expr))
+
+
+@main.command()
+@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module", help="Also list these custom ops.")
+@format_option
+@_guard
+def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
+    """List the functions an expression may use, from the op table.
+
+    \b
+    Example:
+      gradcheck ops
+    """
+    from .api import load_table
+    from .ops import functions
+    table = functions(load_table(plugins))
+    if as_json or fmt == "json":
+        from .render.json import dumps
+        click.echo(dumps([{"name": s.name, "signature": s.signature(), "group": s.group.value,
+                           "complex_step": s.complex_ok, "doc": s.doc} for s in table.values()]))
+        return
+    from .ops import OPS
+    from .render.table import ops_table
+    _console().print(ops_table([*table.values(), OPS["getitem"], OPS["T"]]))

@@ -1,0 +1,144 @@
+"""Analytic vs numeric → result dataclasses: per-element errors, the rule that decided, the verdict."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .graph import GraphNode
+
+# Default (atol, rtol) per dtype. float64 is judged far tighter than torch.autograd.gradcheck's
+# (1e-5, 1e-3): the numeric side is exact or nearly so (complex step, Richardson). Lower precisions
+# are judged against the float64 reference with room for their own rounding.
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-8, 1e-7),
+    "float32": (1e-5, 1e-4),
+    "float16": (1e-3, 1e-2),
+    "bfloat16": (1e-2, 5e-2),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientResult:
+    """The check of one input's (or intermediate's) gradient, element by element.
+
+    Arrays have the input's shape (or output.shape + input.shape in Jacobian mode).
+    `decided_by` says which part of the tolerance atol + rtol·|numeric| was larger.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    value: np.ndarray
+    analytic: np.ndarray
+    numeric: np.ndarray
+    numeric_error: np.ndarray
+    abs_error: np.ndarray
+    rel_error: np.ndarray
+    tolerance: np.ndarray
+    passed: np.ndarray
+    decided_by: np.ndarray
+    reasons: np.ndarray
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.passed.all())
+
+    @property
+    def max_abs_error(self) -> float:
+        return float(self.abs_error.max()) if self.abs_error.size else 0.0
+
+    @property
+    def max_rel_error(self) -> float:
+        return float(self.rel_error.max()) if self.rel_error.size else 0.0
+
+    @property
+    def failures(self) -> int:
+        return int((~self.passed).sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """Everything one check found; rendered as a table, JSON or JUnit by `render`."""
+
+    expression: str
+    dtype: str
+    method: str
+    atol: float
+    rtol: float
+    eps: float | None
+    seed: int
+    mode: str
+    output_shape: tuple[int, ...]
+    output_value: np.ndarray
+    grad_output: np.ndarray | None
+    inputs: dict[str, GradientResult]
+    intermediates: dict[str, GradientResult]
+    constants: dict[str, np.ndarray]
+    graph: GraphNode | None
+    replay: str
+    versions: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results())
+
+    def results(self) -> list[GradientResult]:
+        return [*self.inputs.values(), *self.intermediates.values()]
+
+
+def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndarray,
+            numeric_error: np.ndarray, atol: float, rtol: float) -> GradientResult:
+    """Judge each element by torch.allclose's rule: |analytic − numeric| ≤ atol + rtol·|numeric|."""
+    with np.errstate(all="ignore"):
+        abs_error = np.abs(analytic - numeric)
+        magnitude = np.abs(numeric)
+        rel_error = np.where(abs_error == 0, 0.0, abs_error / magnitude)
+        tolerance = atol + rtol * magnitude
+        finite = np.isfinite(analytic) & np.isfinite(numeric)
+        passed = finite & (abs_error <= tolerance)
+    decided_by = np.where(atol >= rtol * magnitude, "atol", "rtol")
+    reasons = np.full(analytic.shape, "", dtype=object)
+    for side, arr in (("analytic", analytic), ("numeric", numeric)):
+        reasons = np.where(np.isnan(arr), f"{side} gradient is nan", reasons)
+        reasons = np.where(np.isinf(arr), f"{side} gradient is inf", reasons)
+    unreliable = ~passed & finite & (numeric_error * 2 >= abs_error)
+    reasons = np.where(unreliable & (reasons == ""),
+                       "numeric estimate unreliable here; try --method richardson or another --eps", reasons)
+    return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
+                          abs_error, rel_error, tolerance, passed, decided_by, reasons)
+
+
+def worst_order(result: GradientResult) -> np.ndarray:
+    """Flat indices, failing first, then by how close each came to its tolerance."""
+    with np.errstate(all="ignore"):
+        ratio = np.where(np.isfinite(result.abs_error), result.abs_error / result.tolerance, np.inf)
+    ratio = np.where(result.passed, ratio, np.inf).reshape(-1)
+    failing = (~result.passed).reshape(-1)
+    return np.lexsort((-ratio, ~failing))
+
+
+def versions() -> dict[str, str]:
+    import torch
+    return {"torch": torch.__version__, "numpy": np.__version__}
+
+
+def plain(value: Any) -> Any:
+    """numpy → JSON-safe Python: floats stay floats, non-finite become "nan", "inf", "-inf"."""
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        return arr.tolist()
+    if arr.dtype == bool:
+        return arr.tolist()
+    listed = arr.astype(np.float64).tolist()
+    return _finite_or_text(listed)
+
+
+def _finite_or_text(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_finite_or_text(v) for v in x]
+    if x != x:
+        return "nan"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    return x

@@ -1,0 +1,19 @@
+"""Writing report files whole or not at all."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .errors import InputError
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gradcheck-", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None

@@ -1,0 +1,69 @@
+"""CheckResult → the SPEC's JSON dict (strict JSON: non-finite numbers as "nan", "inf", "-inf")."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ..compare import CheckResult, GradientResult, plain
+from ..graph import to_dict
+
+
+def _number(x: float | None) -> Any:
+    return None if x is None else plain(x)
+
+
+def gradient_dict(r: GradientResult) -> dict[str, Any]:
+    failing = [_index(i, r.passed.shape) for i in np.flatnonzero(~r.passed.reshape(-1))]
+    entry = {
+        "shape": list(r.shape), "value": plain(r.value),
+        "analytic": plain(r.analytic), "numeric": plain(r.numeric),
+        "numeric_error": plain(r.numeric_error),
+        "max_abs_error": _number(r.max_abs_error), "max_rel_error": _number(r.max_rel_error),
+        "ok": r.ok,
+    }
+    if failing:
+        reasons = r.reasons.reshape(-1)
+        flat_fail = np.flatnonzero(~r.passed.reshape(-1))
+        entry["failures"] = [
+            {"index": idx, "analytic": plain(r.analytic.reshape(-1)[k]), "numeric": plain(r.numeric.reshape(-1)[k]),
+             "abs_error": plain(r.abs_error.reshape(-1)[k]), "tolerance": plain(r.tolerance.reshape(-1)[k]),
+             "reason": reasons[k] or "outside tolerance"}
+            for idx, k in zip(failing, flat_fail)
+        ]
+    return entry
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
+    return [int(i) for i in np.unravel_index(flat, shape)] if shape else []
+
+
+def check_dict(result: CheckResult) -> dict[str, Any]:
+    """The SPEC's JSON object for one check."""
+    out: dict[str, Any] = {
+        "ok": result.ok,
+        "expression": result.expression,
+        "dtype": result.dtype,
+        "method": result.method,
+        "atol": result.atol, "rtol": result.rtol, "eps": result.eps, "seed": result.seed,
+        "mode": result.mode,
+        "output": {"shape": list(result.output_shape), "value": plain(result.output_value)},
+    }
+    if result.grad_output is not None:
+        out["grad_output"] = plain(result.grad_output)
+    out["inputs"] = {name: gradient_dict(r) for name, r in result.inputs.items()}
+    if result.intermediates:
+        out["intermediates"] = {name: gradient_dict(r) for name, r in result.intermediates.items()}
+    if result.constants:
+        out["constants"] = {name: {"shape": list(np.shape(v)), "value": plain(v)}
+                            for name, v in result.constants.items()}
+    out["graph"] = to_dict(result.graph)
+    out["replay"] = result.replay
+    out["versions"] = result.versions
+    return out
+
+
+def dumps(data: Any) -> str:
+    """Strict JSON text (allow_nan=False: a stray non-finite float is a bug, not output)."""
+    return json.dumps(data, indent=2, allow_nan=False)

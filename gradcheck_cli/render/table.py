@@ -1,0 +1,128 @@
+"""Results → rich renderables. Styles by name from one Theme; the Console decides colour."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.theme import Theme
+from rich.tree import Tree
+
+from ..compare import CheckResult, GradientResult, worst_order
+from ..graph import GraphNode, iter_nodes, label
+from ..ops import OpSpec
+
+THEME = Theme({
+    "gc.ok": "bold green", "gc.fail": "bold red", "gc.warn": "yellow", "gc.caret": "bold red",
+    "gc.dim": "dim", "gc.name": "bold cyan", "gc.head": "bold", "gc.leaf": "green",
+})
+
+DEFAULT_ROWS = 20  # elements shown per variable; the worst first, the rest counted
+
+
+def _num(x: float) -> str:
+    return f"{x:.12g}"
+
+
+def _err(x: float) -> str:
+    return "0" if x == 0 else f"{x:.2e}"
+
+
+def _index_text(flat: int, shape: tuple[int, ...]) -> str:
+    if not shape:
+        return "[]"
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
+
+
+def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -> Table:
+    """One variable's elements: value, analytic, numeric, errors, the deciding rule and the verdict."""
+    status = Text("all agree", style="gc.ok") if r.ok else Text(
+        f"{r.failures} of {r.passed.size} disagree", style="gc.fail")
+    title = Text.assemble((r.name, "gc.name"), f"  shape {list(r.shape)}  ", status)
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, expand=False)
+    first = "d out[i] / d " + r.name + "[j]" if mode == "jacobian" else "index"
+    for header, justify in ((first, "left"), ("value", "right"), ("analytic", "right"),
+                            ("numeric", "right"), ("abs err", "right"), ("rel err", "right"),
+                            ("tolerance (rule)", "right"), ("", "left")):
+        table.add_column(header, justify=justify, no_wrap=header != "")
+    grid_shape = r.analytic.shape
+    order = worst_order(r)
+    shown = order[:max_rows] if max_rows else order
+    flat = {k: v.reshape(-1) for k, v in (("a", r.analytic), ("n", r.numeric), ("abs", r.abs_error),
+                                           ("rel", r.rel_error), ("tol", r.tolerance), ("ok", r.passed),
+                                           ("rule", r.decided_by), ("why", r.reasons))}
+    values = np.asarray(r.value).reshape(-1)
+    for k in sorted(int(i) for i in shown):
+        value = values[k % max(values.size, 1)] if values.size else float("nan")
+        verdict = Text("PASS", style="gc.ok") if flat["ok"][k] else Text("FAIL", style="gc.fail")
+        if flat["why"][k]:
+            verdict.append(f" {flat['why'][k]}", style="gc.warn")
+        table.add_row(_index_text(k, grid_shape), _num(value), _num(flat["a"][k]), _num(flat["n"][k]),
+                      _err(flat["abs"][k]), _err(flat["rel"][k]), f"{flat['tol'][k]:.1e} ({flat['rule'][k]})",
+                      verdict)
+    hidden = order.size - len(shown)
+    if hidden:
+        failing_hidden = int((~r.passed.reshape(-1)[order[len(shown):]]).sum())
+        table.caption = (f"{hidden} more element{'s' if hidden != 1 else ''} not shown "
+                         f"({failing_hidden} of them failing); --rows 0 shows all, JSON has everything")
+        table.caption_justify = "left"
+    return table
+
+
+def graph_tree(root: GraphNode | None, title: str = "grad_fn graph") -> RenderableType:
+    """The grad_fn tree; AccumulateGrad leaves named by their variable."""
+    if root is None:
+        return Text(f"{title}: none (the output is a leaf)", style="gc.dim")
+    tree = Tree(Text(title, style="gc.head"))
+    made: dict[int, Tree] = {}
+    for node, parent, index in iter_nodes(root):
+        style = "gc.leaf" if node.variable else ""
+        made[index] = (tree if parent is None else made[parent]).add(Text(label(node), style=style))
+    return tree
+
+
+def verdict_line(result: CheckResult) -> Text:
+    failing = sum(r.failures for r in result.results())
+    total = sum(r.passed.size for r in result.results())
+    text = Text("PASS " if result.ok else "FAIL ", style="gc.ok" if result.ok else "gc.fail")
+    text.append(f"all {total} gradient elements agree" if result.ok else
+                f"{failing} of {total} gradient elements disagree")
+    text.append(f"  (|analytic − numeric| ≤ atol {result.atol:g} + rtol {result.rtol:g}·|numeric|; "
+                f"method {result.method}, {result.dtype}, mode {result.mode})", style="gc.dim")
+    return text
+
+
+def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS) -> RenderableType:
+    """The whole report of one check."""
+    parts: list[RenderableType] = [
+        Text.assemble(("gradcheck ", "gc.head"), result.expression),
+        Text(f"output shape {list(result.output_shape)}"
+             + (f", value {_num(float(result.output_value))}" if result.output_value.size == 1 else ""),
+             style="gc.dim"),
+    ]
+    if result.constants:
+        parts.append(Text("constants: " + ", ".join(result.constants), style="gc.dim"))
+    for heading, group in (("inputs", result.inputs), ("intermediates", result.intermediates)):
+        if group:
+            parts.append(Text(f"\n{heading}", style="gc.head"))
+            parts.extend(gradient_table(r, result.mode, max_rows) for r in group.values())
+    parts += [Text(""), graph_tree(result.graph), Text(""), verdict_line(result),
+              Text(f"replay: {result.replay}", style="gc.dim"),
+              Text(", ".join(f"{k} {v}" for k, v in result.versions.items()), style="gc.dim")]
+    return Group(*parts)
+
+
+def ops_table(table: Iterable[OpSpec]) -> Table:
+    """`gradcheck ops`: one row a function, read from the op table."""
+    out = Table(title="supported functions (also as methods: x.sum(dim=0))", title_justify="left",
+                show_edge=False, pad_edge=False)
+    out.add_column("function", no_wrap=True)
+    out.add_column("group", no_wrap=True)
+    out.add_column("what it is")
+    for spec in table:
+        call = spec.signature() if not spec.syntax else f"{spec.syntax}  {spec.signature()}"
+        group = spec.group.value + ("" if spec.complex_ok else " (no complex step)")
+        out.add_row(call, group, spec.doc)
+    return out

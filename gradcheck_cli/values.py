@@ -1,0 +1,140 @@
+"""--var / --grad-output SPEC strings (and Python values) → float64 numpy arrays.
+
+A SPEC is a number `2` (a 0-d tensor), a comma list `2,3` (1-D), a nested list `[[1,2],[3,4]]`, or a
+generator `randn(3,4)`, `rand(2)`, `ones(2,2)`, `zeros(3)`, `full(2,3, value=0.5)`, `arange(4)`,
+`linspace(0,1,5)`. Random values come from a Generator seeded by (seed, variable name), so a variable's
+value depends only on the seed, its name and its SPEC, never on the other variables.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import zlib
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .parse import DEFAULT_LIMITS, Limits
+
+_GENERATORS = ("randn", "rand", "ones", "zeros", "full", "arange", "linspace")
+
+# A variable used in an expression with no --var gets a scalar drawn from this interval: positive, so
+# log/sqrt are defined, and away from 0 where abs/relu have kinks.
+DEFAULT_SCALAR_RANGE = (0.5, 1.5)
+
+
+def rng_for(seed: int, name: str) -> np.random.Generator:
+    """The random stream of one variable: fixed by the seed and the name alone."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+
+
+def default_value(name: str, seed: int) -> np.ndarray:
+    """The random scalar a variable gets when no value is given."""
+    low, high = DEFAULT_SCALAR_RANGE
+    return np.asarray(rng_for(seed, name).uniform(low, high), dtype=np.float64)
+
+
+def parse_spec(text: str, name: str, seed: int = 0, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """One SPEC string → a float64 array. Raises InputError naming the variable."""
+    text = text.strip()
+    if not text:
+        raise InputError(f"the value of '{name}' is empty; give a number, a list or e.g. randn(3)")
+    if len(text) > limits.max_length * 50:
+        raise InputError(f"the value of '{name}' is too long ({len(text)} characters)")
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise InputError(f"cannot read the value of '{name}': {_short(text)!r}; expected a number, "
+                         "a comma list '2,3', a nested list '[[1,2],[3,4]]' or e.g. 'randn(3,4)'") from None
+    if isinstance(tree, ast.Call):
+        return _generate(tree, text, name, seed, limits)
+    return to_array(_literal(tree, text, name), name, limits)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _literal(node: ast.AST, text: str, name: str) -> Any:
+    """Numbers and (nested) lists or tuples of numbers, iteratively checked by the whitelist."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value) if abs(node.value) < 1e308 else math.inf
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand, text, name)
+        if isinstance(value, float):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Name) and node.id in ("inf", "nan"):
+        return float(node.id)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(elt, text, name) for elt in node.elts]
+    raise InputError(f"cannot read the value of '{name}': {_short(text)!r}; only numbers and lists of "
+                     "numbers, or a generator such as randn(3), are allowed")
+
+
+def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -> np.ndarray:
+    func = node.func.id if isinstance(node.func, ast.Name) else None
+    if func not in _GENERATORS:
+        raise InputError(f"unknown generator in the value of '{name}': {_short(text)!r}; "
+                         f"use one of {', '.join(_GENERATORS)}")
+    args = [_literal(a, text, name) for a in node.args]
+    kwargs = {kw.arg: _literal(kw.value, text, name) for kw in node.keywords}
+    if func == "linspace":
+        return _linspace(args, kwargs, text, name, limits)
+    if func == "arange":
+        if len(args) != 1 or kwargs or not float(args[0]).is_integer() or args[0] < 0:
+            raise InputError(f"arange takes one non-negative integer, as arange(4): {_short(text)!r}")
+        _check_size(int(args[0]), name, limits)
+        return np.arange(int(args[0]), dtype=np.float64)
+    allowed = {"full": {"value"}, "rand": {"low", "high"}, "randn": {"mean", "std"}}.get(func, set())
+    unknown = set(kwargs) - allowed
+    if unknown or not all(isinstance(a, float) and a.is_integer() and a >= 0 for a in args):
+        raise InputError(f"{func}() takes a shape of non-negative integers"
+                         f"{' and ' + ', '.join(sorted(allowed)) + '=' if allowed else ''}: {_short(text)!r}")
+    shape = tuple(int(a) for a in args)
+    _check_size(math.prod(shape), name, limits)
+    rng = rng_for(seed, name)
+    if func == "randn":
+        return rng.normal(kwargs.get("mean", 0.0), kwargs.get("std", 1.0), size=shape)
+    if func == "rand":
+        return rng.uniform(kwargs.get("low", 0.0), kwargs.get("high", 1.0), size=shape)
+    if func == "full":
+        if "value" not in kwargs:
+            raise InputError(f"full() needs value=, as full(2,3, value=0.5): {_short(text)!r}")
+        return np.full(shape, kwargs["value"], dtype=np.float64)
+    return (np.ones if func == "ones" else np.zeros)(shape, dtype=np.float64)
+
+
+def _linspace(args: list, kwargs: dict, text: str, name: str, limits: Limits) -> np.ndarray:
+    if len(args) != 3 or kwargs or not float(args[2]).is_integer() or args[2] < 0:
+        raise InputError(f"linspace takes start, stop and a count, as linspace(0, 1, 5): {_short(text)!r}")
+    _check_size(int(args[2]), name, limits)
+    return np.linspace(args[0], args[1], int(args[2]), dtype=np.float64)
+
+
+def _check_size(count: int, name: str, limits: Limits) -> None:
+    if count > limits.max_elements:
+        raise InputError(f"'{name}' would have {count:,} elements; the limit is {limits.max_elements:,} "
+                         "(raise it with --max-elements)")
+
+
+def to_array(value: Any, name: str, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """A Python number, (nested) list, numpy array or torch tensor → a float64 array."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().double().numpy()
+    if isinstance(value, bool):
+        raise InputError(f"'{name}' is a bool; give a number")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError(f"the value of '{name}' is not a rectangular array of numbers "
+                         "(rows of different lengths?)") from None
+    _check_size(array.size, name, limits)
+    return np.array(array, dtype=np.float64, copy=True)
+
+
+def resolve(value: Any, name: str, seed: int, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """Any accepted value (SPEC string or Python/numpy/torch value) → a float64 array."""
+    if isinstance(value, str):
+        return parse_spec(value, name, seed, limits)
+    return to_array(value, name, limits)
