@@ -1,7 +1,9 @@
 """The command line: options → library call → renderer → exit status. No numerics here."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
 import sys
 from typing import Any, Callable
@@ -151,7 +153,10 @@ def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:
 def _console(stderr: bool = False):
     from rich.console import Console
     from .render.table import THEME
-    return Console(theme=THEME, stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # piped output is read by people too: give tables room instead of rich's 80-column fallback
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 120
+    return Console(theme=THEME, stderr=stderr, highlight=False, width=width)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -204,6 +209,62 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw:
         from .render.table import check_view
         _console().print(check_view(result, rows))
     sys.exit(ExitStatus.OK if result.ok else ExitStatus.MISMATCH)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "github"]), default="table",
+              show_default=True, help="Report format; github prints workflow annotations.")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report to this file.")
+@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module", help="Custom ops for every case.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; the report is the same for any value.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds a case may run before it becomes an error (0: no limit).")
+@click.option("--rows", type=int, default=20, show_default=True, help="Rows shown per variable of a failing case.")
+@_guard
+def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, plugins: tuple[str, ...],
+          jobs: int, timeout: float, rows: int) -> None:
+    """Check every case in batch files: TOML ([[case]] tables) or txt (one `check` argument list a line).
+
+    Folders are searched recursively for *.toml and *.txt. Exit status: 0 all pass, 1 any fail,
+    2 any error (the other cases are still run and reported).
+
+    \b
+    Example:
+      gradcheck batch expressions/ --junit report.xml
+    """
+    from .batch import run_batch
+    fmt = "json" if as_json else fmt
+    with _progress(enabled=fmt == "table") as advance:
+        result = run_batch(paths, plugins, jobs, timeout or None, progress=advance)
+    if junit:
+        from .files import write_atomic
+        from .render.junit import junit_xml
+        write_atomic(junit, junit_xml(result))
+    if fmt == "json":
+        from .render.json import batch_dict, dumps
+        click.echo(dumps(batch_dict(result)))
+    elif fmt == "github":
+        from .render.batch import github_annotations
+        click.echo(github_annotations(result), nl=False)
+    else:
+        from .render.batch import batch_view
+        _console().print(batch_view(result, rows))
+    sys.exit(result.exit_status)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    """A rich progress bar on a terminal; nothing when output is piped or machine-readable."""
+    if not enabled or not sys.stdout.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+    with Progress(transient=True, console=_console()) as bar:
+        task = bar.add_task("checking", total=None)
+        yield lambda case: bar.advance(task)
 
 
 @main.command(cls=ExpressionCommand)

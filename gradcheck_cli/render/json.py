@@ -9,6 +9,9 @@ import numpy as np
 from ..compare import CheckResult, GradientResult, plain
 from ..graph import to_dict
 
+if False:  # typing only; importing batch here would be circular
+    from ..batch import BatchResult
+
 
 def _number(x: float | None) -> Any:
     return None if x is None else plain(x)
@@ -67,3 +70,18 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
 def dumps(data: Any) -> str:
     """Strict JSON text (allow_nan=False: a stray non-finite float is a bug, not output)."""
     return json.dumps(data, indent=2, allow_nan=False)
+
+
+def batch_dict(batch: "BatchResult") -> dict[str, Any]:
+    """The SPEC's JSON object for a batch: counts, then every case in file order."""
+    from ..batch import Status
+    return {
+        "ok": batch.ok,
+        "passed": batch.count(Status.PASS),
+        "failed": batch.count(Status.FAIL, Status.XPASS),
+        "errors": batch.count(Status.ERROR),
+        "xfailed": batch.count(Status.XFAIL),
+        "cases": [{"file": c.file, "line": c.line, "name": c.name, "status": c.status, "message": c.message,
+                   "seconds": round(c.seconds, 6), "result": check_dict(c.result) if c.result else None}
+                  for c in batch.cases],
+    }

@@ -22,8 +22,8 @@ THEME = Theme({
 DEFAULT_ROWS = 20  # elements shown per variable; the worst first, the rest counted
 
 
-def _num(x: float) -> str:
-    return f"{x:.12g}"
+def _num(x: float, digits: int = 10) -> str:
+    return f"{x:.{digits}g}"
 
 
 def _err(x: float) -> str:
@@ -45,8 +45,8 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
     first = "d out[i] / d " + r.name + "[j]" if mode == "jacobian" else "index"
     for header, justify in ((first, "left"), ("value", "right"), ("analytic", "right"),
                             ("numeric", "right"), ("abs err", "right"), ("rel err", "right"),
-                            ("tolerance (rule)", "right"), ("", "left")):
-        table.add_column(header, justify=justify, no_wrap=header != "")
+                            ("tol rule", "right"), ("verdict", "left")):
+        table.add_column(header, justify=justify, no_wrap=header != "verdict")
     grid_shape = r.analytic.shape
     order = worst_order(r)
     shown = order[:max_rows] if max_rows else order
@@ -59,8 +59,8 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
         verdict = Text("PASS", style="gc.ok") if flat["ok"][k] else Text("FAIL", style="gc.fail")
         if flat["why"][k]:
             verdict.append(f" {flat['why'][k]}", style="gc.warn")
-        table.add_row(_index_text(k, grid_shape), _num(value), _num(flat["a"][k]), _num(flat["n"][k]),
-                      _err(flat["abs"][k]), _err(flat["rel"][k]), f"{flat['tol'][k]:.1e} ({flat['rule'][k]})",
+        table.add_row(_index_text(k, grid_shape), _num(value, 6), _num(flat["a"][k]), _num(flat["n"][k]),
+                      _err(flat["abs"][k]), _err(flat["rel"][k]), f"{flat['tol'][k]:.1e} {flat['rule'][k]}",
                       verdict)
     hidden = order.size - len(shown)
     if hidden:

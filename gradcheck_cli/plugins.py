@@ -1,0 +1,141 @@
+"""Custom ops: load a plugin file or module, validate OPS / NUMPY_OPS, extend a copy of the table.
+
+A plugin defines `OPS = {"name": callable}` (torch tensors in, a tensor out; e.g. `MyFn.apply`) and
+optionally `NUMPY_OPS = {"name": callable}` (numpy in and out) for the numeric engine. Without a
+numpy version the numeric engine calls the torch callable in float64 with autograd off. Optional:
+`ELEMENTWISE = {"name", ...}` declares ops that act element by element (they are then evaluated on a
+whole batch of perturbations at once); `ARITY = {"name": n}` when the signature cannot be read.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .ops import Group, OpSpec, Param
+
+_LOADED: dict[str, ModuleType] = {}
+
+
+def load_module(ref: str, base_dir: str | None = None) -> ModuleType:
+    """A plugin by file path (FILE.py, relative to base_dir if given) or by module name."""
+    is_file = ref.endswith(".py") or os.sep in ref or "/" in ref
+    path = os.path.join(base_dir, ref) if is_file and base_dir and not os.path.isabs(ref) else ref
+    key = os.path.abspath(path) if is_file else ref
+    if key in _LOADED:
+        return _LOADED[key]
+    try:
+        if is_file:
+            if not os.path.isfile(path):
+                raise InputError(f"plugin file not found: {path}")
+            name = "gradcheck_plugin_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise InputError(f"cannot load plugin {path}: not a Python file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(ref)
+    except InputError:
+        raise
+    except Exception as err:  # the plugin's own code failed: report it as the user's input
+        raise InputError(f"plugin {ref} failed to load: {type(err).__name__}: {err}") from None
+    _LOADED[key] = module
+    return module
+
+
+def _arity(name: str, fn: Callable, declared: Mapping[str, int]) -> int:
+    if name in declared:
+        return int(declared[name])
+    owner = getattr(fn, "__self__", None)
+    target = fn
+    skip_ctx = False
+    if inspect.isclass(owner) and hasattr(owner, "forward") and hasattr(owner, "backward"):
+        target = owner.forward  # a torch.autograd.Function's apply: read forward's signature
+        skip_ctx = "setup_context" not in owner.__dict__
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        raise InputError(f"plugin op '{name}': cannot read its signature; declare ARITY = {{'{name}': n}}") from None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise InputError(f"plugin op '{name}' takes *args; declare ARITY = {{'{name}': n}}")
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
+    return len(positional) - (1 if skip_ctx else 0)
+
+
+def _torch_in_float64(fn: Callable) -> Callable:
+    """The numeric engine's fallback: the torch callable in float64, autograd off, numpy in/out."""
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        import torch
+        with torch.no_grad():
+            out = fn(*(torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in arrays))
+        return out.detach().cpu().double().numpy()
+    return run
+
+
+def _batched(fn: Callable, whole_batch: bool) -> Callable:
+    """Adapt an unbatched numpy function to batched arrays (axis 0 = perturbations)."""
+    def run(*arrays: Any) -> np.ndarray:
+        arrays = [np.asarray(a) for a in arrays]
+        if any(np.iscomplexobj(a) for a in arrays):
+            raise ValueError("plugin ops do not support complex step; use --method richardson")
+        if whole_batch:
+            return np.asarray(fn(*arrays), dtype=np.float64)
+        size = max(a.shape[0] for a in arrays)
+        rows = [np.asarray(fn(*(a[i if a.shape[0] > 1 else 0] for a in arrays)), dtype=np.float64)
+                for i in range(size)]
+        return np.stack(rows)
+    return run
+
+
+def plugin_rows(module: ModuleType, ref: str) -> list[OpSpec]:
+    """Validate a plugin module's OPS / NUMPY_OPS and build table rows."""
+    ops = getattr(module, "OPS", None)
+    if not isinstance(ops, dict) or not ops:
+        raise InputError(f"plugin {ref} defines no OPS dict; add OPS = {{'name': callable}}")
+    numpy_ops = getattr(module, "NUMPY_OPS", {}) or {}
+    elementwise = set(getattr(module, "ELEMENTWISE", ()) or ())
+    declared = getattr(module, "ARITY", {}) or {}
+    if not isinstance(numpy_ops, dict):
+        raise InputError(f"plugin {ref}: NUMPY_OPS must be a dict of name → callable")
+    for name in list(numpy_ops) + list(elementwise):
+        if name not in ops:
+            raise InputError(f"plugin {ref}: '{name}' is in NUMPY_OPS or ELEMENTWISE but not in OPS")
+    rows = []
+    for name, fn in ops.items():
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise InputError(f"plugin {ref}: op name {name!r} must be an identifier not starting with '_'")
+        if not callable(fn) or (name in numpy_ops and not callable(numpy_ops[name])):
+            raise InputError(f"plugin {ref}: OPS['{name}'] is not callable")
+        arity = _arity(name, fn, declared)
+        params = tuple(Param(f"x{i}") if arity > 1 else Param("x") for i in range(arity))
+        numeric = numpy_ops.get(name) or _torch_in_float64(fn)
+        is_elementwise = name in elementwise
+        source = "its NUMPY_OPS version" if name in numpy_ops else "the torch op in float64"
+        rows.append(OpSpec(
+            name=name, params=params, torch=fn, numpy=_batched(numeric, is_elementwise),
+            group=Group.ELEMENTWISE if is_elementwise else Group.CUSTOM,
+            doc=f"plugin op from {ref} (numeric side: {source})", complex_ok=False,
+        ))
+    return rows
+
+
+def extend_table(table: Mapping[str, OpSpec], refs: Iterable[str], base_dir: str | None = None) -> dict[str, OpSpec]:
+    """A copy of `table` with every plugin's ops added. A plugin may not redefine a built-in."""
+    out = dict(table)
+    for ref in refs:
+        for row in plugin_rows(load_module(ref, base_dir), ref):
+            if row.name in table:
+                raise InputError(f"plugin {ref}: '{row.name}' is a built-in function; give the op another name")
+            out[row.name] = row
+    return out

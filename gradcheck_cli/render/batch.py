@@ -1,0 +1,74 @@
+"""BatchResult → a rich summary (one row a case, then each failing case's full table), or
+GitHub workflow annotations."""
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..batch import BatchResult, CaseResult, Status
+from .table import check_view
+
+_STYLE = {Status.PASS: "gc.ok", Status.FAIL: "gc.fail", Status.ERROR: "gc.fail", Status.XFAIL: "gc.warn",
+          Status.XPASS: "gc.fail"}
+
+
+def _worst(case: CaseResult) -> str:
+    if case.result is None:
+        return ""
+    errors = [r.max_abs_error for r in case.result.results()]
+    return ("0" if max(errors) == 0 else f"{max(errors):.1e}") if errors else ""
+
+
+def summary_table(batch: BatchResult) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    for header, justify in (("where", "left"), ("case", "left"), ("verdict", "left"), ("worst abs err", "right"),
+                            ("time", "right")):
+        table.add_column(header, justify=justify)
+    for case in batch.cases:
+        table.add_row(f"{case.file}:{case.line}", case.name, Text(case.status.upper(), style=_STYLE[case.status]),
+                      _worst(case), f"{case.seconds * 1000:.0f} ms")
+    return table
+
+
+def totals(batch: BatchResult) -> Text:
+    parts = [(f"{batch.count(s)} {label}", _STYLE[s]) for s, label in
+             ((Status.PASS, "passed"), (Status.FAIL, "failed"), (Status.ERROR, "errors"),
+              (Status.XFAIL, "xfailed"), (Status.XPASS, "xpassed")) if batch.count(s)]
+    text = Text("PASS " if batch.ok else "FAIL ", style="gc.ok" if batch.ok else "gc.fail")
+    for i, (label, style) in enumerate(parts):
+        text.append(", " if i else "")
+        text.append(label, style=style)
+    return text
+
+
+def batch_view(batch: BatchResult, max_rows: int = 20) -> RenderableType:
+    parts: list[RenderableType] = [summary_table(batch)]
+    for case in batch.cases:
+        if case.status in (Status.FAIL, Status.XPASS, Status.ERROR):
+            parts.append(Text(f"\n{case.file}:{case.line} {case.name}: {case.status.upper()}",
+                              style=_STYLE[case.status]))
+            if case.message:
+                parts.append(Text(case.message))
+            if case.result is not None and case.status == Status.FAIL:
+                parts.append(check_view(case.result, max_rows))
+    parts += [Text(""), totals(batch)]
+    return Group(*parts)
+
+
+def _escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def github_annotations(batch: BatchResult) -> str:
+    """`::error file=...,line=...::message` lines, so failures show on the TOML line in a pull request."""
+    lines = []
+    for case in batch.cases:
+        if case.status in (Status.FAIL, Status.XPASS, Status.ERROR):
+            props = f"file={_escape(case.file, True)},line={max(case.line, 1)},title={_escape('gradcheck ' + case.name, True)}"
+            lines.append(f"::error {props}::{_escape(case.status + ': ' + case.message)}")
+    counts = ", ".join(f"{batch.count(s)} {s}" for s in
+                       (Status.PASS, Status.FAIL, Status.ERROR, Status.XFAIL, Status.XPASS) if batch.count(s))
+    lines.append(f"::notice title=gradcheck batch::{counts or 'no cases'}")
+    return "\n".join(lines) + "\n"
