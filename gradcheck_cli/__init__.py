@@ -1,6 +1,7 @@
 """gradcheck: is this gradient right? Autograd against an independent numeric engine."""
-from .api import CheckOptions, check
+from .api import CheckOptions, assert_gradients, check
+from .batch import BatchResult, run_batch
 from .compare import CheckResult, GradientResult
 from .errors import ExitStatus, InputError
 
-__all__ = ["check", "CheckOptions", "CheckResult", "GradientResult", "InputError", "ExitStatus"]
+__all__ = ["check", "assert_gradients", "run_batch", "BatchResult", "CheckOptions", "CheckResult", "GradientResult", "InputError", "ExitStatus"]

@@ -224,3 +224,15 @@ def build_graph(expression: str, values: Mapping[str, Any], options: CheckOption
     from .analytic import record_graph
     return record_graph(prep.program, prep.table, prep.inputs, prep.wrt,
                         getattr(torch, options.dtype), options.device)
+
+
+def assert_gradients(expression: str, **kwargs: Any) -> CheckResult:
+    """`check`, for tests: raise AssertionError with the full table unless every gradient agrees.
+
+    Takes the same arguments as `check` and returns its CheckResult when the check passes.
+    """
+    result = check(expression, **kwargs)
+    if not result.ok:
+        from .render.table import check_view, to_text
+        raise AssertionError("gradients disagree:\n" + to_text(check_view(result)))
+    return result

@@ -366,7 +366,8 @@ _ROWS: tuple[OpSpec, ...] = (
     _binary("sub", operator.sub, "a - b", syntax="a - b"),
     _binary("mul", operator.mul, "a * b", syntax="a * b"),
     _binary("div", operator.truediv, "a / b", syntax="a / b"),
-    _binary("pow", operator.pow, "a ** b (a > 0 unless b is an integer)", syntax="a ** b"),
+    _binary("pow", operator.pow, "a ** b (a > 0 unless b is an integer)", syntax="a ** b",
+            domain=POSITIVE),  # a real power of a negative base is nan
     OpSpec("maximum", (Param("a"), Param("b")), lambda a, b: torch.maximum(a, b), _np_maximum,
            Group.ELEMENTWISE, "elementwise max; a tie splits the gradient evenly"),
     OpSpec("minimum", (Param("a"), Param("b")), lambda a, b: torch.minimum(a, b), _np_minimum,

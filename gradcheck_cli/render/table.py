@@ -114,6 +114,16 @@ def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS) -> RenderableT
     return Group(*parts)
 
 
+def to_text(renderable: RenderableType, width: int = 120) -> str:
+    """Plain text of a renderable, for assertion messages and logs."""
+    from io import StringIO
+
+    from rich.console import Console
+    buffer = StringIO()
+    Console(file=buffer, width=width, color_system=None, theme=THEME, highlight=False).print(renderable)
+    return buffer.getvalue()
+
+
 def ops_table(table: Iterable[OpSpec]) -> Table:
     """`gradcheck ops`: one row a function, read from the op table."""
     out = Table(title="supported functions (also as methods: x.sum(dim=0))", title_justify="left",
