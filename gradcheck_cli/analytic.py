@@ -129,6 +129,8 @@ def _jacobian(out: Any, targets: list[Any]) -> list[np.ndarray]:
     if total > MAX_JACOBIAN_ELEMENTS:
         raise InputError(f"the full Jacobian would have {total:,} elements; pass --grad-output to check "
                          "a vector-Jacobian product instead, or reduce the output (e.g. .sum())")
+    if out.numel() == 0:  # an empty output has an empty Jacobian
+        return [np.zeros(tuple(out.shape) + tuple(t.shape)) for t in targets]
     rows: list[list[np.ndarray]] = [[] for _ in targets]
     flat = out.reshape(-1)
     for i in range(flat.numel()):

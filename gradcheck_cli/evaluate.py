@@ -109,10 +109,10 @@ class Walker:
         self.backend = backend
 
     def run(self, env: dict[str, Any], start: int = 0,
-            on_statement: Callable[[int, Any], None] | None = None) -> Any:
-        """Run statements from `start`, binding assignments into `env`; return the last value."""
+            on_statement: Callable[[int, Any], None] | None = None, stop: int | None = None) -> Any:
+        """Run statements [start, stop), binding assignments into `env`; return the last value."""
         value = None
-        for index in range(start, len(self.program.statements)):
+        for index in range(start, len(self.program.statements) if stop is None else stop):
             statement = self.program.statements[index]
             value = self.node(statement.value, env)
             if statement.target is not None:

@@ -8,8 +8,9 @@ Methods (chosen once, at the top, from `METHODS`):
 - complex: f'(x) ≈ Im f(x + ih) / h (Squire & Trapp 1998). No subtraction, so no cancellation: exact
   to rounding with h = 1e-20. Needs every op on the path to be analytic in its numpy form.
 - central: (f(x+h) − f(x−h)) / 2h, h ≈ eps^(1/3)·max(|x|, 1); the error estimate compares step 2h.
-- richardson: central differences at h, h/2, h/4, h/8 combined by Richardson extrapolation
-  (the tableau of numdifftools / Numerical Recipes §5.7); the error estimate is the last correction.
+- richardson: central differences on a ladder of 18 steps h·4^-k, Richardson-extrapolated in runs
+  of three (the tableau of numdifftools / Numerical Recipes §5.7); each element keeps the estimate
+  whose error estimate (last correction + rounding + disagreement with its neighbour) is smallest.
 """
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import numpy as np
 
 from .evaluate import NumpyBackend, Walker
 from .ops import OpSpec
-from .parse import Program
+from .parse import Call, Program
+from .structure import plan, reduction_weights, unbroadcast
 
 MEMORY_BUDGET = 256 * 2**20      # bytes one batched evaluation may use
 _EPS = np.finfo(np.float64).eps
 _COMPLEX_STEP = 1e-20
-_RICHARDSON_LEVELS = 4
+_RICHARDSON_LEVELS = 18   # steps h·4^-k: spans 10 decades, from the scale of |x| down
+_RATIO = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +39,12 @@ class Derivative:
     error: np.ndarray
 
 
-# A method turns "evaluate f at x + these offsets" into (derivative, error) for one chunk of columns.
+# A method turns "evaluate f at x + these offsets" into (derivative, error). `to_out` maps steps
+# (one per perturbed element) onto the probe's outputs, so the same method serves column-by-column
+# probing and all-at-once probing of elementwise structure.
 Probe = Callable[[list[np.ndarray]], list[np.ndarray]]
-Method = Callable[[Probe, np.ndarray, float | None], tuple[np.ndarray, np.ndarray]]
+ToOut = Callable[[np.ndarray], np.ndarray]
+Method = Callable[[Probe, np.ndarray, float | None, ToOut], tuple[np.ndarray, np.ndarray]]
 
 
 def _exact_steps(x: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -46,42 +52,61 @@ def _exact_steps(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return (x + h) - x
 
 
-def _bcast(a: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """Shape per-column numbers (m,) to broadcast against outputs (m, *out)."""
-    return a.reshape(a.shape + (1,) * (like.ndim - 1))
-
-
-def _central_at(probe: Probe, x: np.ndarray, h: np.ndarray, levels: int) -> tuple[list, list]:
-    """Central differences at steps h, h/2, ...; also the largest |f| seen, for rounding error."""
+def _central_at(probe: Probe, x: np.ndarray, h: np.ndarray, levels: int, to_out: ToOut) -> tuple[list, list]:
+    """Central differences at steps h, h/2, ...; also |f|/h, which bounds the rounding error."""
     steps = [_exact_steps(x, h / 2**k) for k in range(levels)]
     outs = probe([s for s in steps] + [-s for s in steps])
     diffs, scale = [], 0.0
     for k, s in enumerate(steps):
         plus, minus = outs[k], outs[levels + k]
-        diffs.append((plus - minus) / (2 * _bcast(s, plus)))
+        diffs.append((plus - minus) / (2 * to_out(s)))
         scale = np.maximum(scale, np.maximum(np.abs(plus), np.abs(minus)))
-    return diffs, [scale / _bcast(s, scale) for s in steps]
+    return diffs, [scale / to_out(s) for s in steps]
 
 
-def central(probe: Probe, x: np.ndarray, eps: float | None) -> tuple[np.ndarray, np.ndarray]:
+def central(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) -> tuple[np.ndarray, np.ndarray]:
     h = np.full_like(x, eps) if eps else np.cbrt(_EPS) * np.maximum(np.abs(x), 1.0)
     # levels h and h/2: the difference of the two estimates bounds the truncation error
-    (coarse, fine), (_, rounding) = _central_at(probe, x, h * 2, 2)
+    (coarse, fine), (_, rounding) = _central_at(probe, x, h * 2, 2, to_out)
     return fine, np.abs(fine - coarse) / 3 + _EPS * rounding
 
 
-def richardson(probe: Probe, x: np.ndarray, eps: float | None) -> tuple[np.ndarray, np.ndarray]:
-    h = np.full_like(x, eps) if eps else 1e-2 * np.maximum(np.abs(x), 1.0)
-    diffs, rounding = _central_at(probe, x, h, _RICHARDSON_LEVELS)
+def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences on a ladder of steps h·4^-k, each run of 3 extrapolated (Richardson);
+    every element takes the extrapolation with the smallest error estimate, so the step adapts to the
+    function's own scale (sin at 1e8 needs h near 1, x³ at 1e5 needs h near 1e2)."""
+    levels = _RICHARDSON_LEVELS if eps is None else 4
+    h = np.full_like(x, eps) if eps else 1e-1 * np.maximum(np.abs(x), 1.0)
+    steps = [_exact_steps(x, h / _RATIO**k) for k in range(levels)]
+    outs = probe(steps + [-s for s in steps])
+    diffs, rounding = [], []
+    for k, step in enumerate(steps):
+        plus, minus = outs[k], outs[levels + k]
+        diffs.append((plus - minus) / (2 * to_out(step)))
+        rounding.append(_EPS * np.maximum(np.abs(plus), np.abs(minus)) / to_out(step))
     table = [diffs]
-    for j in range(1, _RICHARDSON_LEVELS):  # R[k][j] = (4^j R[k][j-1] − R[k-1][j-1]) / (4^j − 1)
+    for j in range(1, 3):  # R[j][k] = (r^2j R[j-1][k+1] − R[j-1][k]) / (r^2j − 1)
+        c = _RATIO ** (2 * j)
         prev = table[-1]
-        table.append([(4**j * prev[k] - prev[k - 1]) / (4**j - 1) for k in range(1, len(prev))])
-    best, runner_up = table[-1][-1], table[-2][-1]
-    return best, np.abs(best - runner_up) + 4 * _EPS * rounding[-1]
+        table.append([(c * prev[k + 1] - prev[k]) / (c - 1) for k in range(len(prev) - 1)])
+    best = err = score = None
+    for k in range(1, len(table[2])):
+        candidate = table[2][k]
+        estimate = (np.abs(candidate - table[1][k + 1]) + 10 * rounding[k + 2]
+                    + np.abs(candidate - table[2][k - 1]))
+        # rank by relative error: steps far too large give tiny, self-consistent ≈1/h values;
+        # steps that cross a domain edge give nan, which never wins
+        rank = np.where(np.isfinite(estimate), estimate / (np.abs(candidate) + 1e-300), np.inf)
+        if best is None:
+            best, err, score = candidate, estimate, rank
+        else:
+            better = rank < score
+            best, err = np.where(better, candidate, best), np.where(better, estimate, err)
+            score = np.where(better, rank, score)
+    return best, np.where(np.isfinite(err), err, np.inf)
 
 
-def complex_step(probe: Probe, x: np.ndarray, eps: float | None) -> tuple[np.ndarray, np.ndarray]:
+def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) -> tuple[np.ndarray, np.ndarray]:
     h = eps if eps else _COMPLEX_STEP
     (out,) = probe([np.full(x.shape, 1j * h)])
     value = np.imag(out) / h
@@ -148,27 +173,93 @@ class NumericEngine:
             weights: the upstream gradient to contract the output with (a VJP), or None for the
                 full Jacobian (shape output.shape + name.shape). A scalar output uses weights 1.
         """
+        how = plan(self.program, self.table, name, start)
+        if how.kind == "aligned":
+            return self._aligned(name, start, weights, self._function(name, start), self.output.shape)
+        if how.kind == "reduced" and weights is not None:
+            inner_shape = self.node_value(how.inner).shape
+            inner_weights = reduction_weights(weights, inner_shape, how.reduce_op, how.dim, how.keepdim)
+            f = self._function(name, start, how.inner)
+            return self._aligned(name, start, inner_weights, f, inner_shape)
+        return self._columns(name, start, weights)
+
+    def _function(self, name: str, start: int, node: Call | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """batch of values of `name` → batch of outputs (or of `node` within the last statement)."""
         env = self.envs[start]
-        base = env[name][0]
-        out_shape = self.output.shape
         walker = Walker(self.program, self.table, NumpyBackend(self.held))
+        last = len(self.program.statements) - 1
 
         def f(batch: np.ndarray) -> np.ndarray:
             local = dict(env)
             local[name] = batch
-            out = walker.run(local, start) if start < len(self.program.statements) else batch
-            return np.broadcast_to(np.asarray(out), (batch.shape[0],) + out_shape)
+            if node is not None:
+                walker.run(local, start, stop=last)
+                out = walker.node(node, local)
+            elif start < len(self.program.statements):
+                out = walker.run(local, start)
+            else:
+                out = batch
+            return np.asarray(out)
+        return f
+
+    def node_value(self, node: Call) -> np.ndarray:
+        """A node of the last statement, at the unperturbed point (unbatched)."""
+        walker = Walker(self.program, self.table, NumpyBackend(self.held))
+        env = dict(self.envs[len(self.program.statements) - 1])
+        with np.errstate(all="ignore"):
+            return _unbatch(walker.node(node, env))
+
+    def _aligned(self, name: str, start: int, weights: np.ndarray | None, f: Callable,
+                 out_shape: tuple[int, ...]) -> Derivative:
+        """Every element of `name` perturbed at once: valid when out[o] depends only on name[bcast(o)]."""
+        base = self.envs[start][name][0]
+        flat = base.reshape(-1)
+
+        def probe(offsets: list[np.ndarray]) -> list[np.ndarray]:
+            dtype = np.complex128 if any(np.iscomplexobj(o) for o in offsets) else np.float64
+            batch = np.stack([base + o.reshape(base.shape) for o in offsets]).astype(dtype)
+            out = np.broadcast_to(f(batch), (len(offsets),) + out_shape)
+            return [out[r:r + 1] for r in range(len(offsets))]
+
+        def to_out(steps: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(steps.reshape(base.shape), out_shape)[None]
+
+        with np.errstate(all="ignore"):
+            d, err = self.method(probe, flat, self.eps, to_out)
+        d, err = d[0], err[0]
+        if weights is not None:
+            w = np.broadcast_to(weights, out_shape)
+            return Derivative(unbroadcast(d * w, base.shape), unbroadcast(err * np.abs(w), base.shape))
+        # one nonzero per Jacobian row: out[o] against name[bcast(o)]
+        owner = np.broadcast_to(np.arange(flat.size).reshape(base.shape), out_shape).reshape(-1)
+        value = np.zeros((int(np.prod(out_shape)), flat.size))
+        error = np.zeros_like(value)
+        rows = np.arange(owner.size)
+        value[rows, owner] = d.reshape(-1)
+        error[rows, owner] = err.reshape(-1)
+        return Derivative(value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape))
+
+    def _columns(self, name: str, start: int, weights: np.ndarray | None) -> Derivative:
+        """Column by column, a chunk of columns per batched evaluation."""
+        base = self.envs[start][name][0]
+        out_shape = self.output.shape
+        g = self._function(name, start)
+
+        def f(batch: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(g(batch), (batch.shape[0],) + out_shape)
+
+        def per_row(steps: np.ndarray) -> np.ndarray:  # one step per batch row, over that row's outputs
+            return steps.reshape(steps.shape + (1,) * len(out_shape))
 
         flat = base.reshape(-1)
         n = flat.size
         values, errors = [], []
-        per_eval = _probe_count(self.method)
-        chunk = max(1, self.memory_budget // (self.row_bytes * per_eval))
+        chunk = max(1, self.memory_budget // (self.row_bytes * _probe_count(self.method)))
         for lo in range(0, n, chunk):
             cols = np.arange(lo, min(n, lo + chunk))
             probe = _make_probe(f, base, cols)
             with np.errstate(all="ignore"):
-                d, err = self.method(probe, flat[cols], self.eps)
+                d, err = self.method(probe, flat[cols], self.eps, per_row)
             if weights is not None:  # contract over the output: a vector-Jacobian product
                 w = np.broadcast_to(weights, out_shape)
                 axes = tuple(range(1, d.ndim))

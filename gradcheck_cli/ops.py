@@ -173,11 +173,7 @@ def _np_prod(x, dim, keepdim):
 
 
 def _np_extreme(x, dim, keepdim, pick):
-    """max/min by the real part, returning the (possibly complex) value at the chosen index."""
-    if dim is None:
-        flat = x.reshape(x.shape[0], -1)
-        idx = pick(np.real(flat), axis=1)[:, None]
-        return np.take_along_axis(flat, idx, axis=1)[:, 0]
+    """max/min along one dim by the real part: the (possibly complex) value at the chosen index."""
     axes = _axes(x, dim)
     if not axes:
         return x
@@ -186,11 +182,23 @@ def _np_extreme(x, dim, keepdim, pick):
     return out if keepdim else np.squeeze(out, axis=axes[0])
 
 
+def _np_tied(x, axes, keepdim, best):
+    """max/min over axes by the real part, ties sharing evenly: torch's full max() and amax backward."""
+    real = np.real(x)
+    tied = real == best(real, axis=axes, keepdims=True)
+    count = np.sum(tied, axis=axes, keepdims=keepdim)
+    return np.sum(np.where(tied, x, 0), axis=axes, keepdims=keepdim) / count
+
+
 def _np_max(x, dim, keepdim):
+    if dim is None:
+        return _np_tied(x, _axes(x, None), keepdim, np.max)
     return _np_extreme(x, dim, keepdim, np.argmax)
 
 
 def _np_min(x, dim, keepdim):
+    if dim is None:
+        return _np_tied(x, _axes(x, None), keepdim, np.min)
     return _np_extreme(x, dim, keepdim, np.argmin)
 
 
@@ -228,8 +236,12 @@ def _np_norm(x, p, dim, keepdim):
     if p == 2:
         return np.sqrt(np.sum(x * x, axis=axes, keepdims=keepdim))
     mag = _np_abs(x)
-    if p == math.inf:
-        return _np_extreme(mag, dim, keepdim, np.argmax) if dim is not None else _np_max(mag, None, False)
+    if p == math.inf:  # torch's inf-norm, like amax, splits the gradient among ties
+        return _np_tied(mag, axes, keepdim, np.max)
+    if p == -math.inf:
+        return _np_tied(mag, axes, keepdim, np.min)
+    if p == 0:  # the count of non-zero elements: piecewise constant, gradient 0
+        return np.sum(np.real(mag) != 0, axis=axes, keepdims=keepdim).astype(np.float64)
     if p == 1:
         return np.sum(mag, axis=axes, keepdims=keepdim)
     return np.sum(mag ** p, axis=axes, keepdims=keepdim) ** (1.0 / p)
@@ -312,7 +324,8 @@ def _t_extreme(fn_name: str):
     def run(x, dim, keepdim):
         fn = getattr(torch, fn_name)
         if dim is None:
-            return fn(x)
+            out = fn(x)
+            return out.reshape((1,) * x.ndim) if keepdim else out
         return fn(x, dim=dim, keepdim=keepdim).values  # SPEC: values alone
     return run
 

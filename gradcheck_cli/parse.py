@@ -28,6 +28,8 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+MAX_DIMS = 63  # numpy's and torch's 64, less the batch axis the numeric engine adds
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Num:
@@ -366,6 +368,8 @@ class _Parser:
             shape = items[0] if len(items) == 1 and isinstance(items[0], tuple) else tuple(items)
             if not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
                 raise self.error(f"{spec.name}(): '{param.name}' must be integers", arg[0] if arg else None)
+            if len(shape) > MAX_DIMS:
+                raise self.error(f"{spec.name}(): at most {MAX_DIMS} dims are supported, not {len(shape)}", arg[0])
             return shape
         value = self.literal(arg)
         ok = {
@@ -378,6 +382,9 @@ class _Parser:
         }[param.kind](value)
         if not ok:
             raise self.error(f"{spec.name}(): '{param.name}' must be {param.kind.value}, not {value!r}", arg)
+        if param.kind is Kind.DIMS and value == ():  # torch reads dim=() as "every dim", numpy as "none"
+            raise self.error(f"{spec.name}(): '{param.name}' is an empty tuple; name the dims, or leave "
+                             f"'{param.name}' out to reduce over all of them", arg)
         return float(value) if param.kind is Kind.NUMBER and value is not None else value
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .parse import DEFAULT_LIMITS, Limits
+from .parse import DEFAULT_LIMITS, MAX_DIMS, Limits
 
 _GENERATORS = ("randn", "rand", "ones", "zeros", "full", "arange", "linspace")
 
@@ -92,11 +92,14 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -
         raise InputError(f"{func}() takes a shape of non-negative integers"
                          f"{' and ' + ', '.join(sorted(allowed)) + '=' if allowed else ''}: {_short(text)!r}")
     shape = tuple(int(a) for a in args)
+    _check_rank(len(shape), name)
     _check_size(math.prod(shape), name, limits)
     rng = rng_for(seed, name)
     if func == "randn":
         return rng.normal(kwargs.get("mean", 0.0), kwargs.get("std", 1.0), size=shape)
     if func == "rand":
+        if kwargs.get("low", 0.0) > kwargs.get("high", 1.0):
+            raise InputError(f"rand() needs low <= high: {_short(text)!r}")
         return rng.uniform(kwargs.get("low", 0.0), kwargs.get("high", 1.0), size=shape)
     if func == "full":
         if "value" not in kwargs:
@@ -118,6 +121,17 @@ def _check_size(count: int, name: str, limits: Limits) -> None:
                          "(raise it with --max-elements)")
 
 
+def _check_rank(ndim: int, name: str) -> None:
+    if ndim > MAX_DIMS:
+        raise InputError(f"'{name}' would have {ndim} dims; at most {MAX_DIMS} are supported")
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(array)):
+        kind = "nan" if np.isnan(array).any() else "inf"
+        raise InputError(f"the value of '{name}' contains {kind}; give finite numbers")
+
+
 def to_array(value: Any, name: str, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """A Python number, (nested) list, numpy array or torch tensor → a float64 array."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
@@ -129,12 +143,13 @@ def to_array(value: Any, name: str, limits: Limits = DEFAULT_LIMITS) -> np.ndarr
     except (ValueError, TypeError):
         raise InputError(f"the value of '{name}' is not a rectangular array of numbers "
                          "(rows of different lengths?)") from None
+    _check_rank(array.ndim, name)
     _check_size(array.size, name, limits)
     return np.array(array, dtype=np.float64, copy=True)
 
 
 def resolve(value: Any, name: str, seed: int, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Any accepted value (SPEC string or Python/numpy/torch value) → a float64 array."""
-    if isinstance(value, str):
-        return parse_spec(value, name, seed, limits)
-    return to_array(value, name, limits)
+    array = parse_spec(value, name, seed, limits) if isinstance(value, str) else to_array(value, name, limits)
+    _check_finite(array, name)  # a nan/inf input is bad input, as a nan/inf statement is
+    return array
