@@ -180,13 +180,19 @@ def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+MAX_REPLAY_ELEMENTS = 64  # larger values given from Python are named in the replay, not spelled out
+
+
 def spec_text(value: Any) -> str:
     """A value as a SPEC string: strings as given, anything else as a (nested) list."""
     if isinstance(value, str):
         return value
     if hasattr(value, "detach"):
         value = value.detach().cpu().double().numpy()
-    return json.dumps(np.asarray(value, dtype=np.float64).tolist())
+    array = np.asarray(value, dtype=np.float64)
+    if array.size > MAX_REPLAY_ELEMENTS:
+        return f"<{array.size} values of shape {list(array.shape)} given from Python>"
+    return json.dumps(array.tolist())
 
 
 def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output: Any = None,

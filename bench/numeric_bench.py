@@ -1,0 +1,191 @@
+"""Numeric engine against torch.autograd.gradcheck, measured in the same run.
+
+    .venv/bin/python bench/numeric_bench.py            # all three tables
+    .venv/bin/python bench/numeric_bench.py --quick    # smaller sizes
+
+1. Accuracy: our numeric derivative (method auto) and torch's numeric side (central differences with
+   its fixed eps=1e-6, as torch.autograd.gradcheck computes them) against sympy's exact derivative,
+   over function/point cases at ordinary, large (1e3..1e8) and small (1e-6..1e-9) magnitudes.
+2. Detection: a custom backward wrong by a relative 1e-1 .. 1e-7, and correct ops at hard points.
+3. Speed and memory: full per-element checks, ours vs torch's slow mode.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import sympy as sp
+import torch
+
+from gradcheck_cli import check
+from gradcheck_cli.numeric import NumericEngine, choose_method
+from gradcheck_cli.ops import OPS
+from gradcheck_cli.parse import parse
+
+warnings.filterwarnings("ignore")
+X = sp.Symbol("x")
+
+# name → (sympy expression, torch function, points)
+ORDINARY = [0.3, 0.7, 1.3, 2.1, -0.9, -1.7]
+LARGE = [1e3, 3e4, 1e5, 1e6, 1e8]
+SMALL = [1e-6, 1e-7, 1e-8, 1e-9]
+CORPUS = {
+    "sin": (sp.sin(X), torch.sin, ORDINARY + LARGE + SMALL),
+    "cos": (sp.cos(X), torch.cos, ORDINARY + LARGE + SMALL),
+    "exp": (sp.exp(X), torch.exp, ORDINARY + [10.0, 30.0, 300.0] + SMALL),
+    "log": (sp.log(X), torch.log, [0.3, 0.7, 1.3, 2.1] + LARGE + SMALL),
+    "sqrt": (sp.sqrt(X), torch.sqrt, [0.3, 0.7, 1.3, 2.1] + LARGE + SMALL),
+    "tanh": (sp.tanh(X), torch.tanh, ORDINARY + [5.0, 10.0] + SMALL),
+    "x**3": (X**3, lambda t: t**3, ORDINARY + LARGE + SMALL),
+    "log1p": (sp.log(1 + X), torch.log1p, [0.3, 0.7, 1.3, 2.1] + LARGE + SMALL),
+    "sigmoid": (1 / (1 + sp.exp(-X)), torch.sigmoid, ORDINARY + [20.0, -20.0] + SMALL),
+    "sin(3x^3)exp(-x)": (sp.sin(3 * X**3) * sp.exp(-X), lambda t: torch.sin(3 * t**3) * torch.exp(-t),
+                         ORDINARY + [10.0] + SMALL),
+}
+EXPR = {"x**3": "x**3", "sin(3x^3)exp(-x)": "sin(3*x**3)*exp(-x)"}
+
+
+def exact(f: sp.Expr, x: float) -> float:
+    return float(sp.diff(f, X).subs(X, sp.Float(repr(x), 60)).evalf(40))
+
+
+def ours(name: str, x: float) -> float:
+    program = parse(EXPR.get(name, f"{name}(x)"))
+    engine = NumericEngine(program, OPS, {"x": np.array(x)}, choose_method("auto", program, OPS))
+    return float(engine.derivative("x", 0, np.array(1.0)).value)
+
+
+def torch_numeric(fn, x: float, eps: float = 1e-6) -> float:
+    t = torch.tensor(x, dtype=torch.float64)
+    return float((fn(t + eps) - fn(t - eps)) / (2 * eps))
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-300) if math.isfinite(a) else math.inf
+
+
+def accuracy() -> None:
+    mine, theirs, rows = [], [], 0
+    for name, (f, fn, points) in CORPUS.items():
+        for x in points:
+            truth = exact(f, x)
+            mine.append(rel(ours(name, x), truth))
+            theirs.append(rel(torch_numeric(fn, x), truth))
+            rows += 1
+    m, t = np.array(mine), np.array(theirs)
+    print(f"\n1. Accuracy over {rows} function/point cases (relative error of the numeric derivative vs sympy)")
+    print(f"{'':22}{'median':>12}{'p90':>12}{'max':>12}{'> 1e-4':>8}")
+    for label, arr in (("gradcheck (auto)", m), ("torch numeric eps=1e-6", t)):
+        finite = np.where(np.isfinite(arr), arr, 1e300)
+        print(f"{label:22}{np.median(finite):12.1e}{np.percentile(finite, 90):12.1e}{finite.max():12.1e}"
+              f"{int((finite > 1e-4).sum()):8d}")
+
+
+class Scaled(torch.autograd.Function):
+    """softplus with a backward scaled by (1 + error)."""
+
+    error = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.nn.functional.softplus(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.sigmoid(x) * (1 + Scaled.error)
+
+
+def detection(tmpdir: str) -> None:
+    import os
+    plugin = os.path.join(tmpdir, "scaled_plugin.py")
+    with open(plugin, "w") as handle:
+        handle.write("import sys\nsys.path.insert(0, %r)\nfrom numeric_bench import Scaled\nOPS = {'scaled': Scaled.apply}\n"
+                     % os.path.dirname(os.path.abspath(__file__)))
+    print("\n2. Detection: softplus with a backward wrong by a relative error (x = randn(8), float64)")
+    print(f"{'relative error':>16}{'gradcheck':>12}{'gradcheck --rtol 1e-9':>23}{'torch gradcheck':>17}")
+    x = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    import numeric_bench as me  # the plugin imports this module by name: patch the same class
+    for err in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
+        me.Scaled.error = err
+        r = check("scaled(x).sum()", x=x, plugins=[plugin])
+        r_tight = check("scaled(x).sum()", x=x, plugins=[plugin], rtol=1e-9, atol=1e-12)
+        xt = x.clone().requires_grad_()
+        caught_torch = not torch.autograd.gradcheck(lambda t: me.Scaled.apply(t).sum(), (xt,), raise_exception=False)
+        print(f"{err:16.0e}{'caught' if not r.ok else 'MISSED':>12}{'caught' if not r_tight.ok else 'MISSED':>23}"
+              f"{'caught' if caught_torch else 'MISSED':>17}")
+    me.Scaled.error = 0.0
+    print(f"\n{'correct op at a hard point':34}{'gradcheck':>12}{'torch gradcheck':>17}")
+    hard = [("sin(x)", torch.sin, 1e8, torch.float64), ("log(x)", torch.log, 1e-7, torch.float64),
+            ("x**3", lambda t: t**3, 1e5, torch.float64), ("exp(x)", torch.exp, 30.0, torch.float64),
+            ("sin(x)", torch.sin, 0.7, torch.float32), ("tanh(x)", torch.tanh, 0.7, torch.float32)]
+    for expr, fn, point, dtype in hard:
+        r = check(expr, x=point, dtype=str(dtype).replace("torch.", ""))
+        t = torch.tensor(point, dtype=dtype, requires_grad=True)
+        torch_ok = torch.autograd.gradcheck(fn, (t,), raise_exception=False, fast_mode=False)
+        label = f"{expr} at {point:g} ({str(dtype).replace('torch.', '')})"
+        print(f"{label:34}{'pass' if r.ok else 'FALSE ALARM':>12}{'pass' if torch_ok else 'FALSE ALARM':>17}")
+
+
+def timed(fn) -> tuple[float, float]:
+    tracemalloc.start()
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def speed(quick: bool) -> None:
+    print("\n3. Speed and memory: full per-element checks (float64; peak = tracemalloc peak of our check)")
+    print(f"{'case':38}{'gradcheck':>11}{'torch slow':>12}{'ratio':>9}{'peak MB':>9}")
+    f = lambda t: torch.sin(3 * t**3) * torch.exp(-t)  # noqa: E731
+    sizes = (1000, 3000) if quick else (1000, 3000)
+    for n in sizes:
+        x = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        ours_s, peak = timed(lambda: check("sin(3*x**3)*exp(-x)", x=x, grad_output=torch.ones(n)))
+        xt = x.clone().requires_grad_()
+        theirs, _ = timed(lambda: torch.autograd.gradcheck(f, (xt,), fast_mode=False))
+        print(f"{'sin(3x^3)exp(-x), N=' + str(n):38}{ours_s:10.3f}s{theirs:11.3f}s{theirs / ours_s:8.0f}x{peak:9.1f}")
+    for n in (1000,) if quick else (1000, 3000):
+        x = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        g = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        ours_s, peak = timed(lambda: check("softmax(x)", x=x, grad_output=g))
+        xt = x.clone().requires_grad_()
+        theirs, _ = timed(lambda: torch.autograd.gradcheck(lambda t: torch.softmax(t, 0), (xt,), fast_mode=False))
+        print(f"{'softmax (dense), N=' + str(n):38}{ours_s:10.3f}s{theirs:11.3f}s{theirs / ours_s:8.1f}x{peak:9.1f}")
+    n = 10**5 if quick else 10**6
+    x = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    ours_s, peak = timed(lambda: check("(sin(3*x**3)*exp(-x)).sum()", x=x))
+    xt = x.clone().requires_grad_()
+    start = time.perf_counter()
+    f(xt).sum().backward()
+    once = time.perf_counter() - start
+    print(f"{'sin(3x^3)exp(-x).sum(), N=' + str(n):38}{ours_s:10.3f}s{'(cannot)':>12}"
+          f"{'':9}{peak:9.1f}   = {ours_s / once:.0f}x one forward+backward ({once * 1000:.1f} ms)")
+
+
+def main() -> None:
+    import sys
+    import tempfile
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+    torch.set_num_threads(1)
+    check("x*2", x=1.0)  # warm up imports
+    print(f"torch {torch.__version__}, numpy {np.__version__}")
+    accuracy()
+    with tempfile.TemporaryDirectory() as tmp:
+        detection(tmp)
+    speed(args.quick)
+
+
+if __name__ == "__main__":
+    main()
