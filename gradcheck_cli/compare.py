@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .diagnose import diagnose
 from .graph import GraphNode
 
 # Default (atol, rtol) per dtype. float64 is judged far tighter than torch.autograd.gradcheck's
@@ -39,6 +40,7 @@ class GradientResult:
     passed: np.ndarray
     decided_by: np.ndarray
     reasons: np.ndarray
+    diagnosis: str = ""
 
     @property
     def ok(self) -> bool:
@@ -106,7 +108,8 @@ def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndar
     reasons = np.where(unreliable & (reasons == ""),
                        "numeric estimate unreliable here; try --method richardson or another --eps", reasons)
     return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
-                          abs_error, rel_error, tolerance, passed, decided_by, reasons)
+                          abs_error, rel_error, tolerance, passed, decided_by, reasons,
+                          diagnose(analytic, numeric, value, passed, atol))
 
 
 def worst_order(result: GradientResult) -> np.ndarray:

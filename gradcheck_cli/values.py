@@ -83,14 +83,15 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -
         return _linspace(args, kwargs, text, name, limits)
     if func == "arange":
         if len(args) != 1 or kwargs or not float(args[0]).is_integer() or args[0] < 0:
-            raise InputError(f"arange takes one non-negative integer, as arange(4): {_short(text)!r}")
+            raise InputError(f"arange takes one non-negative integer, as arange(4): '{name}' is {_short(text)!r}")
         _check_size(int(args[0]), name, limits)
         return np.arange(int(args[0]), dtype=np.float64)
     allowed = {"full": {"value"}, "rand": {"low", "high"}, "randn": {"mean", "std"}}.get(func, set())
     unknown = set(kwargs) - allowed
     if unknown or not all(isinstance(a, float) and a.is_integer() and a >= 0 for a in args):
         raise InputError(f"{func}() takes a shape of non-negative integers"
-                         f"{' and ' + ', '.join(sorted(allowed)) + '=' if allowed else ''}: {_short(text)!r}")
+                         f"{' and ' + ', '.join(sorted(allowed)) + '=' if allowed else ''}: "
+                         f"'{name}' is {_short(text)!r}")
     shape = tuple(int(a) for a in args)
     _check_rank(len(shape), name)
     _check_size(math.prod(shape), name, limits)
@@ -99,18 +100,19 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -
         return rng.normal(kwargs.get("mean", 0.0), kwargs.get("std", 1.0), size=shape)
     if func == "rand":
         if kwargs.get("low", 0.0) > kwargs.get("high", 1.0):
-            raise InputError(f"rand() needs low <= high: {_short(text)!r}")
+            raise InputError(f"rand() needs low <= high: '{name}' is {_short(text)!r}")
         return rng.uniform(kwargs.get("low", 0.0), kwargs.get("high", 1.0), size=shape)
     if func == "full":
         if "value" not in kwargs:
-            raise InputError(f"full() needs value=, as full(2,3, value=0.5): {_short(text)!r}")
+            raise InputError(f"full() needs value=, as full(2,3, value=0.5): '{name}' is {_short(text)!r}")
         return np.full(shape, kwargs["value"], dtype=np.float64)
     return (np.ones if func == "ones" else np.zeros)(shape, dtype=np.float64)
 
 
 def _linspace(args: list, kwargs: dict, text: str, name: str, limits: Limits) -> np.ndarray:
     if len(args) != 3 or kwargs or not float(args[2]).is_integer() or args[2] < 0:
-        raise InputError(f"linspace takes start, stop and a count, as linspace(0, 1, 5): {_short(text)!r}")
+        raise InputError(f"linspace takes start, stop and a count, as linspace(0, 1, 5): "
+                         f"'{name}' is {_short(text)!r}")
     _check_size(int(args[2]), name, limits)
     return np.linspace(args[0], args[1], int(args[2]), dtype=np.float64)
 

@@ -26,6 +26,8 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
         "max_abs_error": _number(r.max_abs_error), "max_rel_error": _number(r.max_rel_error),
         "ok": r.ok,
     }
+    if r.diagnosis:
+        entry["diagnosis"] = r.diagnosis
     if failing:
         reasons = r.reasons.reshape(-1)
         flat_fail = np.flatnonzero(~r.passed.reshape(-1))

@@ -62,11 +62,14 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
         table.add_row(_index_text(k, grid_shape), _num(value, 6), _num(flat["a"][k]), _num(flat["n"][k]),
                       _err(flat["abs"][k]), _err(flat["rel"][k]), f"{flat['tol'][k]:.1e} {flat['rule'][k]}",
                       verdict)
+    notes = [f"diagnosis: {r.diagnosis}"] if r.diagnosis else []
     hidden = order.size - len(shown)
     if hidden:
         failing_hidden = int((~r.passed.reshape(-1)[order[len(shown):]]).sum())
-        table.caption = (f"{hidden} more element{'s' if hidden != 1 else ''} not shown "
-                         f"({failing_hidden} of them failing); --rows 0 shows all, JSON has everything")
+        notes.append(f"{hidden} more element{'s' if hidden != 1 else ''} not shown "
+                     f"({failing_hidden} of them failing); --rows 0 shows all, JSON has everything")
+    if notes:
+        table.caption = "\n".join(notes)
         table.caption_justify = "left"
     return table
 
