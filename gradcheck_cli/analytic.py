@@ -11,7 +11,7 @@ from .errors import InputError
 from .evaluate import TorchBackend, Walker, is_finite
 from .graph import GraphNode, read_graph
 from .ops import OpSpec
-from .parse import Program
+from .parse import Call, Program
 
 MAX_JACOBIAN_ELEMENTS = 20_000_000  # output elements × input elements in jacobian mode
 
@@ -32,6 +32,7 @@ class Analytic:
     gradients: dict[str, np.ndarray]    # inputs and intermediates, in order
     intermediates: tuple[str, ...]      # the names among `gradients` that are intermediates
     graph: GraphNode | None
+    calls: tuple[tuple[Call, list[Any]], ...] = ()  # plugin op call sites and the tensors they got
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -49,7 +50,8 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     """
     import torch
 
-    out, env, leaves = _build(program, table, inputs, wrt, dtype, device)
+    calls: list[tuple[Call, list[Any]]] = []
+    out, env, leaves = _build(program, table, inputs, wrt, dtype, device, calls)
     names = {id(t): name for name, t in leaves.items()}
     graph = read_graph(out.grad_fn, names)
     inter = tuple(n for n in program.intermediates
@@ -63,18 +65,26 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     gradients = dict(zip(list(wrt) + list(inter), grads))
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
-                    gradients, inter, graph)
+                    gradients, inter, graph, tuple(calls))
 
 
 def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
-           wrt: tuple[str, ...], dtype: Any, device: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Run the program in torch: (output, every binding, the leaf tensors)."""
+           wrt: tuple[str, ...], dtype: Any, device: str,
+           calls: list | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Run the program in torch: (output, every binding, the leaf tensors).
+
+    Plugin op calls are appended to `calls` as (node, arguments) when a list is given.
+    """
     import torch
 
     leaves = {name: torch.tensor(value, dtype=dtype, device=device, requires_grad=name in wrt)
               for name, value in inputs.items()}
     env: dict[str, Any] = dict(leaves)
-    walker = Walker(program, table, TorchBackend(dtype, device))
+    def observe(node: Call, args: list[Any]) -> None:
+        if calls is not None and table[node.op].origin is not None:
+            calls.append((node, [a for a in args if isinstance(a, torch.Tensor)]))
+
+    walker = Walker(program, table, TorchBackend(dtype, device), observe)
 
     def check_finite(index: int, value: Any) -> None:
         if not is_finite(value):

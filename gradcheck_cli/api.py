@@ -10,6 +10,7 @@ import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
 from .compare import DEFAULT_TOLERANCES, CheckResult, compare, versions
+from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, NumericEngine, choose_method
 from .ops import OPS, OpSpec
@@ -35,6 +36,7 @@ class CheckOptions:
     plugins: tuple[str, ...] = ()
     device: str = "cpu"
     limits: Limits = DEFAULT_LIMITS
+    inspect_ops: bool = True  # check each custom-op call site on its own (see custom.py)
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -148,6 +150,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         numeric = engine.derivative(name, start, weights)
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]
         results[name] = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol)
+    reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
         eps=options.eps, seed=options.seed, mode=analytic.mode.value,
@@ -157,7 +160,21 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         intermediates={n: results[n] for n in analytic.intermediates},
         constants={n: v for n, v in prep.inputs.items() if n not in prep.wrt},
         graph=analytic.graph, replay=replay_command(prep, options, method), versions=versions(),
+        custom_ops=reports, blame=blame_line(reports),
     )
+
+
+def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:
+    """Each plugin call site checked alone, at the tensors it received."""
+    reports = []
+    for node, args in calls:
+        names = [f"x{i}" for i in range(len(args))]
+
+        def check_values(values: dict, grad_output: Any, op: str = node.op, names: list = names) -> CheckResult:
+            sub = dataclasses.replace(options, grad_output=grad_output, wrt=None, inspect_ops=False)
+            return run_check(f"{op}({', '.join(names)})", values, sub)
+        reports.append(inspect_call(table[node.op], node, args, check_values, options.seed))
+    return tuple(reports)
 
 
 def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:

@@ -80,10 +80,12 @@ class CheckResult:
     graph: GraphNode | None
     replay: str
     versions: dict[str, str]
+    custom_ops: tuple[Any, ...] = ()   # custom.OpReport per plugin call site
+    blame: str = ""
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results())
+        return all(r.ok for r in self.results()) and all(r.ok for r in self.custom_ops)
 
     def results(self) -> list[GradientResult]:
         return [*self.inputs.values(), *self.intermediates.values()]

@@ -38,7 +38,7 @@ def _ratio_phrase(ratio: float | None) -> str:
         return "sign flipped: analytic = −numeric"
     if abs(ratio) < _SAME:
         return "analytic is zero where numeric is not: is the input detached, or is grad_output ignored?"
-    return f"a constant factor: analytic = {ratio:.4g} × numeric"
+    return f"a constant factor: analytic = {ratio:.6g} × numeric"
 
 
 def diagnose(analytic: np.ndarray, numeric: np.ndarray, value: np.ndarray, passed: np.ndarray,

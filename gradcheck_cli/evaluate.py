@@ -103,10 +103,12 @@ _OP_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
 class Walker:
     """Evaluates a Program's statements over one backend."""
 
-    def __init__(self, program: Program, table: Mapping[str, OpSpec], backend: Backend):
+    def __init__(self, program: Program, table: Mapping[str, OpSpec], backend: Backend,
+                 observe: Callable[[Call, list[Any]], None] | None = None):
         self.program = program
         self.table = table
         self.backend = backend
+        self.observe = observe  # sees every op call's node and arguments (custom-op inspection)
 
     def run(self, env: dict[str, Any], start: int = 0,
             on_statement: Callable[[int, Any], None] | None = None, stop: int | None = None) -> Any:
@@ -139,6 +141,8 @@ class Walker:
                     for i, a in enumerate(args)]
         if spec.group is Group.STOP_GRADIENT:
             return self.backend.detach(node, args[0])
+        if self.observe is not None:
+            self.observe(node, args)
         try:
             return self.backend.apply(spec, args)
         except InputError as err:

@@ -91,6 +91,7 @@ class OpSpec:
     named: bool = True
     syntax: str | None = None
     scalars: bool = False  # implementations take Python numbers for tensor params as they are
+    origin: str | None = None  # the plugin that defined the op; None for built-ins
 
     @property
     def tensor_params(self) -> tuple[Param, ...]:

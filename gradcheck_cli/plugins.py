@@ -125,7 +125,7 @@ def plugin_rows(module: ModuleType, ref: str) -> list[OpSpec]:
         rows.append(OpSpec(
             name=name, params=params, torch=fn, numpy=_batched(numeric, is_elementwise),
             group=Group.ELEMENTWISE if is_elementwise else Group.CUSTOM,
-            doc=f"plugin op from {ref} (numeric side: {source})", complex_ok=False,
+            doc=f"plugin op from {ref} (numeric side: {source})", complex_ok=False, origin=ref,
         ))
     return rows
 

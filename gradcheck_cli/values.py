@@ -79,6 +79,8 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -
                          f"use one of {', '.join(_GENERATORS)}")
     args = [_literal(a, text, name) for a in node.args]
     kwargs = {kw.arg: _literal(kw.value, text, name) for kw in node.keywords}
+    if not all(isinstance(v, float) for v in [*args, *kwargs.values()]):
+        raise InputError(f"{func}() takes numbers, not lists: '{name}' is {_short(text)!r}")
     if func == "linspace":
         return _linspace(args, kwargs, text, name, limits)
     if func == "arange":
@@ -92,6 +94,9 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -
         raise InputError(f"{func}() takes a shape of non-negative integers"
                          f"{' and ' + ', '.join(sorted(allowed)) + '=' if allowed else ''}: "
                          f"'{name}' is {_short(text)!r}")
+    if not all(math.isfinite(v) for v in kwargs.values()) or kwargs.get("std", 0.0) < 0:
+        raise InputError(f"{func}() needs finite {', '.join(sorted(kwargs))}"
+                         f"{' and std >= 0' if func == 'randn' else ''}: '{name}' is {_short(text)!r}")
     shape = tuple(int(a) for a in args)
     _check_rank(len(shape), name)
     _check_size(math.prod(shape), name, limits)

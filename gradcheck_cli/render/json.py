@@ -63,6 +63,11 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
     if result.constants:
         out["constants"] = {name: {"shape": list(np.shape(v)), "value": plain(v)}
                             for name, v in result.constants.items()}
+    if result.custom_ops:
+        out["custom_ops"] = [{"op": r.op, "line": r.line, "column": r.col + 1, "ok": r.ok,
+                              "checks": [{"check": f.check, "ok": f.ok, "message": f.message} for f in r.findings]}
+                             for r in result.custom_ops]
+        out["blame"] = result.blame
     out["graph"] = to_dict(result.graph)
     out["replay"] = result.replay
     out["versions"] = result.versions

@@ -86,12 +86,31 @@ def graph_tree(root: GraphNode | None, title: str = "grad_fn graph") -> Renderab
     return tree
 
 
+def custom_ops_table(result: CheckResult) -> Table:
+    """One row a check of a custom-op call site, with the blame line under it."""
+    table = Table(title=Text("custom ops, each checked alone at the values it saw", style="gc.head"),
+                  title_justify="left", show_edge=False, pad_edge=False)
+    for header in ("op", "check", "verdict", "what to fix"):
+        table.add_column(header, no_wrap=header != "what to fix")
+    for report in result.custom_ops:
+        for finding in report.findings:
+            verdict = Text("PASS", style="gc.ok") if finding.ok else Text("FAIL", style="gc.fail")
+            table.add_row(f"{report.op} @{report.line}:{report.col + 1}", finding.check, verdict, finding.message)
+    table.caption = result.blame
+    table.caption_justify = "left"
+    return table
+
+
 def verdict_line(result: CheckResult) -> Text:
     failing = sum(r.failures for r in result.results())
     total = sum(r.passed.size for r in result.results())
     text = Text("PASS " if result.ok else "FAIL ", style="gc.ok" if result.ok else "gc.fail")
-    text.append(f"all {total} gradient elements agree" if result.ok else
+    text.append(f"all {total} gradient elements agree" if not failing else
                 f"{failing} of {total} gradient elements disagree")
+    checks = [f for r in result.custom_ops for f in r.findings]
+    if checks:
+        bad = sum(not f.ok for f in checks)
+        text.append(f"; {bad} of {len(checks)} custom-op checks fail" if bad else f"; {len(checks)} custom-op checks pass")
     text.append(f"  (|analytic − numeric| ≤ atol {result.atol:g} + rtol {result.rtol:g}·|numeric|; "
                 f"method {result.method}, {result.dtype}, mode {result.mode})", style="gc.dim")
     return text
@@ -111,6 +130,8 @@ def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS) -> RenderableT
         if group:
             parts.append(Text(f"\n{heading}", style="gc.head"))
             parts.extend(gradient_table(r, result.mode, max_rows) for r in group.values())
+    if result.custom_ops:
+        parts += [Text(""), custom_ops_table(result)]
     parts += [Text(""), graph_tree(result.graph), Text(""), verdict_line(result),
               Text(f"replay: {result.replay}", style="gc.dim"),
               Text(", ".join(f"{k} {v}" for k, v in result.versions.items()), style="gc.dim")]
