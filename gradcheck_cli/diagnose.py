@@ -38,6 +38,8 @@ def _ratio_phrase(ratio: float | None) -> str:
         return "sign flipped: analytic = −numeric"
     if abs(ratio) < _SAME:
         return "analytic is zero where numeric is not: is the input detached, or is grad_output ignored?"
+    if abs(ratio - 1) < _SAME:  # near 1, print the excess: 1.000001 would read as "1"
+        return f"a constant factor: analytic = (1 {'+' if ratio > 1 else '−'} {abs(ratio - 1):.2g}) × numeric"
     return f"a constant factor: analytic = {ratio:.6g} × numeric"
 
 

@@ -98,11 +98,14 @@ def _batched(fn: Callable, whole_batch: bool) -> Callable:
     return run
 
 
-def plugin_rows(module: ModuleType, ref: str) -> list[OpSpec]:
-    """Validate a plugin module's OPS / NUMPY_OPS and build table rows."""
+def plugin_rows(module: ModuleType, ref: str, taken: Iterable[str] = ()) -> list[OpSpec]:
+    """Validate a plugin module's OPS / NUMPY_OPS and build table rows; `taken` names may not be reused."""
     ops = getattr(module, "OPS", None)
     if not isinstance(ops, dict) or not ops:
         raise InputError(f"plugin {ref} defines no OPS dict; add OPS = {{'name': callable}}")
+    clash = sorted(set(ops) & set(taken))
+    if clash:
+        raise InputError(f"plugin {ref}: '{clash[0]}' is a built-in function; give the op another name")
     numpy_ops = getattr(module, "NUMPY_OPS", {}) or {}
     elementwise = set(getattr(module, "ELEMENTWISE", ()) or ())
     declared = getattr(module, "ARITY", {}) or {}
@@ -134,8 +137,6 @@ def extend_table(table: Mapping[str, OpSpec], refs: Iterable[str], base_dir: str
     """A copy of `table` with every plugin's ops added. A plugin may not redefine a built-in."""
     out = dict(table)
     for ref in refs:
-        for row in plugin_rows(load_module(ref, base_dir), ref):
-            if row.name in table:
-                raise InputError(f"plugin {ref}: '{row.name}' is a built-in function; give the op another name")
+        for row in plugin_rows(load_module(ref, base_dir), ref, table):
             out[row.name] = row
     return out
