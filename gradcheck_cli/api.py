@@ -98,10 +98,11 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
 def load_table(plugins: Iterable[str]) -> Mapping[str, OpSpec]:
     """The built-in table, extended by plugins when there are any."""
     plugins = tuple(plugins)
-    if not plugins:
+    from .plugins import REGISTERED
+    if not plugins and not REGISTERED:
         return OPS
     from .plugins import extend_table
-    return extend_table(OPS, plugins)
+    return extend_table({**OPS, **REGISTERED}, plugins)
 
 
 def round_to_dtype(value: np.ndarray, dtype: str) -> np.ndarray:

@@ -114,23 +114,54 @@ def plugin_rows(module: ModuleType, ref: str, taken: Iterable[str] = ()) -> list
     for name in list(numpy_ops) + list(elementwise):
         if name not in ops:
             raise InputError(f"plugin {ref}: '{name}' is in NUMPY_OPS or ELEMENTWISE but not in OPS")
-    rows = []
-    for name, fn in ops.items():
-        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-            raise InputError(f"plugin {ref}: op name {name!r} must be an identifier not starting with '_'")
-        if not callable(fn) or (name in numpy_ops and not callable(numpy_ops[name])):
-            raise InputError(f"plugin {ref}: OPS['{name}'] is not callable")
-        arity = _arity(name, fn, declared)
-        params = tuple(Param(f"x{i}") if arity > 1 else Param("x") for i in range(arity))
-        numeric = numpy_ops.get(name) or _torch_in_float64(fn)
-        is_elementwise = name in elementwise
-        source = "its NUMPY_OPS version" if name in numpy_ops else "the torch op in float64"
-        rows.append(OpSpec(
-            name=name, params=params, torch=fn, numpy=_batched(numeric, is_elementwise),
-            group=Group.ELEMENTWISE if is_elementwise else Group.CUSTOM,
-            doc=f"plugin op from {ref} (numeric side: {source})", complex_ok=False, origin=ref,
-        ))
-    return rows
+    return [_row(name, fn, numpy_ops.get(name), name in elementwise, declared.get(name), ref)
+            for name, fn in ops.items()]
+
+
+def _row(name: Any, fn: Any, numpy_fn: Any, elementwise: bool, arity: int | None, ref: str) -> OpSpec:
+    """One custom op as a table row (file plugins and the @custom_op decorator share this)."""
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise InputError(f"plugin {ref}: op name {name!r} must be an identifier not starting with '_'")
+    if not callable(fn) or (numpy_fn is not None and not callable(numpy_fn)):
+        raise InputError(f"plugin {ref}: '{name}' is not callable")
+    count = _arity(name, fn, {name: arity} if arity is not None else {})
+    params = tuple(Param(f"x{i}") if count > 1 else Param("x") for i in range(count))
+    numeric = numpy_fn or _torch_in_float64(fn)
+    source = "its numpy version" if numpy_fn is not None else "the torch op in float64"
+    return OpSpec(name=name, params=params, torch=fn, numpy=_batched(numeric, elementwise),
+                  group=Group.ELEMENTWISE if elementwise else Group.CUSTOM,
+                  doc=f"custom op from {ref} (numeric side: {source})", complex_ok=False, origin=ref)
+
+
+# Ops registered from Python with @custom_op; every check sees them, as if given with --plugin.
+REGISTERED: dict[str, OpSpec] = {}
+
+
+def custom_op(name: str, numpy: Callable | None = None, elementwise: bool = False,
+              arity: int | None = None) -> Callable:
+    """Register a custom op for expressions, from Python.
+
+    Decorates a torch.autograd.Function subclass (its .apply is used) or a function of tensors.
+
+    Args:
+        name: the function name in expressions.
+        numpy: a numpy version for the numeric side (default: the torch op in float64, no autograd).
+        elementwise: the op acts element by element (lets the numeric side perturb all at once).
+        arity: number of tensor arguments, when the signature cannot be read.
+
+    Example:
+        @custom_op("my_softplus", elementwise=True)
+        class MySoftplus(torch.autograd.Function): ...
+    """
+    def register(target: Any) -> Any:
+        fn = target.apply if isinstance(target, type) and hasattr(target, "apply") else target
+        row = _row(name, fn, numpy, elementwise, arity, "@custom_op")
+        from .ops import OPS
+        if name in OPS:
+            raise InputError(f"@custom_op: '{name}' is a built-in function; give the op another name")
+        REGISTERED[name] = row
+        return target
+    return register
 
 
 def extend_table(table: Mapping[str, OpSpec], refs: Iterable[str], base_dir: str | None = None) -> dict[str, OpSpec]:

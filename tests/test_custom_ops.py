@@ -139,3 +139,26 @@ def test_cuda_device_checks_against_the_cpu_reference():
     r = check("(good_softplus(x) * sin(x)).sum()", x=X, plugins=[CORPUS], device="cuda")
     assert r.ok
     np.testing.assert_allclose(r.inputs["x"].analytic, r.inputs["x"].numeric, rtol=1e-9)
+
+
+def test_custom_op_decorator_registers_for_expressions(monkeypatch):
+    from gradcheck_cli import custom_op, plugins
+    monkeypatch.setattr(plugins, "REGISTERED", {})
+
+    @custom_op("scaled_cube", elementwise=True)
+    class ScaledCube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return 2 * x ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 6 * x ** 2 * g
+
+    r = check("scaled_cube(x).sum()", x=[0.5, -2.0])
+    assert r.ok
+    np.testing.assert_allclose(r.inputs["x"].analytic, [6 * 0.25, 6 * 4.0], rtol=1e-14)
+    with pytest.raises(InputError, match="built-in"):
+        custom_op("exp")(ScaledCube)
