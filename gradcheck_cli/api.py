@@ -37,6 +37,7 @@ class CheckOptions:
     device: str = "cpu"
     limits: Limits = DEFAULT_LIMITS
     inspect_ops: bool = True  # check each custom-op call site on its own (see custom.py)
+    allow_unreliable: bool = False  # elements where the numeric side is unsure do not fail
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -150,7 +151,8 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     for name, start in starts.items():
         numeric = engine.derivative(name, start, weights)
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]
-        results[name] = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol)
+        results[name] = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
+                                options.allow_unreliable)
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -193,6 +195,8 @@ def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
             parts += [f"--{name}", repr(getattr(options, name))]
     if options.device != "cpu":
         parts += ["--device", options.device]
+    if options.allow_unreliable:
+        parts += ["--allow-unreliable"]
     for plugin in options.plugins:
         parts += ["--plugin", plugin]
     return " ".join(shlex.quote(p) for p in parts)
@@ -217,7 +221,7 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
           wrt: str | Iterable[str] | None = None, seed: int = 0, dtype: str = "float64",
           method: str = "auto", eps: float | None = None, atol: float | None = None,
           rtol: float | None = None, plugins: Iterable[str] = (), device: str = "cpu",
-          limits: Limits = DEFAULT_LIMITS, **variables: Any) -> CheckResult:
+          limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False, **variables: Any) -> CheckResult:
     """Check the gradient of an expression, as `gradcheck check` does.
 
     Args:
@@ -237,7 +241,7 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
     values = {**variables, **(vars or {})}
     options = CheckOptions(grad_output=grad_output, wrt=split_names(wrt), seed=seed, dtype=dtype,
                            method=method, eps=eps, atol=atol, rtol=rtol, plugins=tuple(plugins),
-                           device=device, limits=limits)
+                           device=device, limits=limits, allow_unreliable=allow_unreliable)
     return run_check(expression, values, options)
 
 

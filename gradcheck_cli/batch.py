@@ -31,7 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_TIMEOUT = 60.0
-_OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt")
+_OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable")
 _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
@@ -179,7 +179,8 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
             seed=_typed(merged, "seed", int, 0), dtype=_typed(merged, "dtype", str, "float64"),
             method=_typed(merged, "method", str, "auto"), eps=_number(merged, "eps"),
             atol=_number(merged, "atol"), rtol=_number(merged, "rtol"),
-            plugins=tuple(plugins) + tuple(refs), device=_typed(merged, "device", str, "cpu"))
+            plugins=tuple(plugins) + tuple(refs), device=_typed(merged, "device", str, "cpu"),
+            allow_unreliable=_typed(merged, "allow_unreliable", bool, False))
         return Case(path, line, name, expr, values, options, expect, xfail)
     except InputError as err:
         return Case(path, line, name, problem=err.message)
@@ -204,7 +205,7 @@ def _check_value(key: str, value: Any) -> None:
 
 def _typed(table: dict, key: str, kind: Any, default: Any) -> Any:
     value = table.get(key, default)
-    if value is not default and (not isinstance(value, kind) or isinstance(value, bool)):
+    if value is not default and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise InputError(f"'{key}' must be {names}, not {type(value).__name__}")
     return value

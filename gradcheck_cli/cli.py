@@ -119,6 +119,8 @@ def check_options(fn: Callable) -> Callable:
     fn = click.option("--grad-output", metavar="SPEC",
                       help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
     fn = click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")(fn)
+    fn = click.option("--allow-unreliable", is_flag=True,
+                      help="Elements where the numeric estimate is itself unsure do not fail the check.")(fn)
     return fn
 
 
@@ -138,7 +140,8 @@ def _options(kw: dict[str, Any]):
     return CheckOptions(grad_output=kw.get("grad_output"), wrt=split_names(kw.get("wrt")),
                         seed=kw["seed"], dtype=kw["dtype"], method=kw.get("method", "auto"),
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
-                        plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits)
+                        plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits,
+                        allow_unreliable=kw.get("allow_unreliable", False))
 
 
 def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:

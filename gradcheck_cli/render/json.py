@@ -26,6 +26,9 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
         "max_abs_error": _number(r.max_abs_error), "max_rel_error": _number(r.max_rel_error),
         "ok": r.ok,
     }
+    unsure = int((~r.passed & ~r.wrong).sum())
+    if unsure:
+        entry["unreliable"] = unsure
     if r.diagnosis:
         entry["diagnosis"] = r.diagnosis
     if failing:

@@ -38,8 +38,10 @@ def _index_text(flat: int, shape: tuple[int, ...]) -> str:
 
 def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -> Table:
     """One variable's elements: value, analytic, numeric, errors, the deciding rule and the verdict."""
-    status = Text("all agree", style="gc.ok") if r.ok else Text(
-        f"{r.failures} of {r.passed.size} disagree", style="gc.fail")
+    unsure = int((~r.passed & ~r.wrong).sum())
+    status = Text("all agree", style="gc.ok") if r.passed.all() else Text(
+        f"{r.failures} of {r.passed.size} disagree" + (f" ({unsure} where the numeric side is unsure)" if unsure else ""),
+        style="gc.warn" if r.ok else "gc.fail")
     title = Text.assemble((r.name, "gc.name"), f"  shape {list(r.shape)}  ", status)
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, expand=False)
     first = "d out[i] / d " + r.name + "[j]" if mode == "jacobian" else "index"
@@ -52,11 +54,13 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
     shown = order[:max_rows] if max_rows else order
     flat = {k: v.reshape(-1) for k, v in (("a", r.analytic), ("n", r.numeric), ("abs", r.abs_error),
                                            ("rel", r.rel_error), ("tol", r.tolerance), ("ok", r.passed),
-                                           ("rule", r.decided_by), ("why", r.reasons))}
+                                           ("rule", r.decided_by), ("why", r.reasons),
+                                           ("unsure", r.passed | ~r.wrong))}
     values = np.asarray(r.value).reshape(-1)
     for k in sorted(int(i) for i in shown):
         value = values[k % max(values.size, 1)] if values.size else float("nan")
-        verdict = Text("PASS", style="gc.ok") if flat["ok"][k] else Text("FAIL", style="gc.fail")
+        verdict = Text("PASS", style="gc.ok") if flat["ok"][k] else (
+            Text("UNRELIABLE", style="gc.warn") if flat["unsure"][k] else Text("FAIL", style="gc.fail"))
         if flat["why"][k]:
             verdict.append(f" {flat['why'][k]}", style="gc.warn")
         table.add_row(_index_text(k, grid_shape), _num(value, 6), _num(flat["a"][k]), _num(flat["n"][k]),
