@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
-from .compare import DEFAULT_TOLERANCES, CheckResult, compare, versions
+from .compare import DEFAULT_TOLERANCES, CheckResult, GradientResult, compare, versions, with_kinks
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, NumericEngine, choose_method
@@ -151,8 +151,9 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     for name, start in starts.items():
         numeric = engine.derivative(name, start, weights)
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]
-        results[name] = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
-                                options.allow_unreliable)
+        result = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
+                         options.allow_unreliable)
+        results[name] = _explain_kinks(engine, name, start, weights, result)
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -178,6 +179,28 @@ def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOption
             return run_check(f"{op}({', '.join(names)})", values, sub)
         reports.append(inspect_call(table[node.op], node, args, check_values, options.seed))
     return tuple(reports)
+
+
+MAX_KINK_PROBES = 1_000  # disagreeing elements examined for kinks (one-sided differences)
+
+
+def _explain_kinks(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,
+                   result: GradientResult) -> GradientResult:
+    """Elements that disagree may sit on a kink (relu at 0, a tie in max): look from both sides."""
+    disagree = np.flatnonzero((~result.passed).reshape(-1))[:MAX_KINK_PROBES]
+    if disagree.size == 0:
+        return result
+    size = int(np.prod(result.shape)) if result.shape else 1
+    cols = disagree % size  # in Jacobian mode the input element is the trailing index
+    unique, where = np.unique(cols, return_inverse=True)
+    left, right = engine.one_sided(name, start, weights, unique)
+    if weights is None:  # pick each disagreeing (output, input) element from its column's outputs
+        rows = disagree // size
+        left = left.reshape(unique.size, -1)[where, rows]
+        right = right.reshape(unique.size, -1)[where, rows]
+    else:
+        left, right = left[where], right[where]
+    return with_kinks(result, disagree, left, right)
 
 
 def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:

@@ -94,9 +94,8 @@ def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) ->
         candidate = table[2][k]
         estimate = (np.abs(candidate - table[1][k + 1]) + 10 * rounding[k + 2]
                     + np.abs(candidate - table[2][k - 1]))
-        # rank by relative error: steps far too large give tiny, self-consistent ≈1/h values;
         # steps that cross a domain edge give nan, which never wins
-        rank = np.where(np.isfinite(estimate), estimate / (np.abs(candidate) + 1e-300), np.inf)
+        rank = np.where(np.isfinite(estimate), estimate, np.inf)
         if best is None:
             best, err, score = candidate, estimate, rank
         else:
@@ -238,6 +237,29 @@ class NumericEngine:
         value[rows, owner] = d.reshape(-1)
         error[rows, owner] = err.reshape(-1)
         return Derivative(value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape))
+
+    def one_sided(self, name: str, start: int, weights: np.ndarray | None,
+                  cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Left and right first differences, (f(x) − f(x−h))/h and (f(x+h) − f(x))/h, for the given
+        flat elements of `name`: where they disagree, the function has a kink there.
+
+        Returns arrays of shape (len(cols),) when contracted with weights, else (len(cols), *out).
+        """
+        base = self.envs[start][name][0]
+        out_shape = self.output.shape
+        g = self._function(name, start)
+        flat = base.reshape(-1)
+        h = _exact_steps(flat[cols], np.sqrt(_EPS) * np.maximum(np.abs(flat[cols]), 1.0))
+        probe = _make_probe(lambda b: np.broadcast_to(g(b), (b.shape[0],) + out_shape), base, cols)
+        with np.errstate(all="ignore"):
+            plus, minus = probe([h, -h])
+        steps = h.reshape(h.shape + (1,) * len(out_shape))
+        right, left = (plus - self.output) / steps, (self.output - minus) / steps
+        if weights is not None:
+            w = np.broadcast_to(weights, out_shape)
+            axes = tuple(range(1, right.ndim))
+            right, left = np.sum(right * w, axis=axes), np.sum(left * w, axis=axes)
+        return left, right
 
     def _columns(self, name: str, start: int, weights: np.ndarray | None) -> Derivative:
         """Column by column, a chunk of columns per batched evaluation."""
