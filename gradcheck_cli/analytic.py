@@ -14,6 +14,7 @@ from .ops import OpSpec
 from .parse import Call, Program
 
 MAX_JACOBIAN_ELEMENTS = 20_000_000  # output elements × input elements in jacobian mode
+MAX_HESSIAN_ELEMENTS = 200          # elements of one input in a second-order check
 
 
 class Mode(enum.Enum):
@@ -33,6 +34,7 @@ class Analytic:
     intermediates: tuple[str, ...]      # the names among `gradients` that are intermediates
     graph: GraphNode | None
     calls: tuple[tuple[Call, list[Any]], ...] = ()  # plugin op call sites and the tensors they got
+    hessians: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # --order 2
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -41,7 +43,7 @@ def _to_numpy(t: Any) -> np.ndarray:
 
 def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                  wrt: tuple[str, ...], dtype: Any, device: str,
-                 grad_output: np.ndarray | None) -> Analytic:
+                 grad_output: np.ndarray | None, order: int = 1) -> Analytic:
     """Build the program in torch and differentiate its output.
 
     Raises:
@@ -64,8 +66,32 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
         grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     gradients = dict(zip(list(wrt) + list(inter), grads))
+    hessians = {}
+    if order == 2:
+        if mode is Mode.JACOBIAN:
+            raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
+        hessians = {name: _hessian(out, weights, leaves[name]) for name in wrt}
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
-                    gradients, inter, graph, tuple(calls))
+                    gradients, inter, graph, tuple(calls), hessians)
+
+
+def _hessian(out: Any, weights: Any, x: Any) -> np.ndarray:
+    """d²(weights·out)/dx² by double backward: shape x.shape + x.shape."""
+    import torch
+
+    if x.numel() > MAX_HESSIAN_ELEMENTS:
+        raise InputError(f"--order 2 checks inputs of up to {MAX_HESSIAN_ELEMENTS} elements; this one has "
+                         f"{x.numel()}; use --wrt to pick a smaller one")
+    (grad,) = torch.autograd.grad(out, x, weights, retain_graph=True, create_graph=True)
+    flat = grad.reshape(-1)
+    rows = []
+    for j in range(flat.numel()):
+        if not flat.requires_grad:  # the gradient does not depend on x: a zero Hessian
+            rows.append(np.zeros(tuple(x.shape)))
+            continue
+        (row,) = torch.autograd.grad(flat[j], x, retain_graph=True, allow_unused=True)
+        rows.append(np.zeros(tuple(x.shape)) if row is None else _to_numpy(row))
+    return np.stack(rows).reshape(tuple(x.shape) * 2) if rows else np.zeros(tuple(x.shape) * 2)
 
 
 def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],

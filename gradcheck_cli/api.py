@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
-from .compare import DEFAULT_TOLERANCES, CheckResult, GradientResult, compare, versions, with_kinks
+from .compare import DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, versions, with_kinks
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, NumericEngine, choose_method
@@ -38,10 +38,13 @@ class CheckOptions:
     limits: Limits = DEFAULT_LIMITS
     inspect_ops: bool = True  # check each custom-op call site on its own (see custom.py)
     allow_unreliable: bool = False  # elements where the numeric side is unsure do not fail
+    order: int = 1                  # 2 also checks the Hessian (double backward)
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
+        if self.order not in (1, 2):
+            raise InputError(f"--order must be 1 or 2, not {self.order}")
         if self.method not in METHOD_CHOICES:
             raise InputError(f"unknown method '{self.method}'; use one of {', '.join(METHOD_CHOICES)}")
         for name in ("eps", "atol", "rtol"):
@@ -134,7 +137,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     grad_output = None if options.grad_output is None else resolve(
         options.grad_output, "--grad-output", options.seed, options.limits)
     analytic = run_analytic(prep.program, prep.table, prep.inputs, prep.wrt,
-                            getattr(torch, options.dtype), options.device, grad_output)
+                            getattr(torch, options.dtype), options.device, grad_output, options.order)
     method = choose_method(options.method, prep.program, prep.table)
     engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
     for index, value in engine.statement_values().items():
@@ -154,6 +157,11 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         result = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
                          options.allow_unreliable)
         results[name] = _explain_kinks(engine, name, start, weights, result)
+    hessians = {}
+    for name, matrix in analytic.hessians.items():
+        numeric = engine.hessian(name, weights)
+        hessians[name] = compare(name, prep.inputs[name], matrix, numeric.value, numeric.error,
+                                 atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, options.allow_unreliable)
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -164,7 +172,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         intermediates={n: results[n] for n in analytic.intermediates},
         constants={n: v for n, v in prep.inputs.items() if n not in prep.wrt},
         graph=analytic.graph, replay=replay_command(prep, options, method), versions=versions(),
-        custom_ops=reports, blame=blame_line(reports),
+        custom_ops=reports, blame=blame_line(reports), hessians=hessians,
     )
 
 
@@ -175,7 +183,7 @@ def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOption
         names = [f"x{i}" for i in range(len(args))]
 
         def check_values(values: dict, grad_output: Any, op: str = node.op, names: list = names) -> CheckResult:
-            sub = dataclasses.replace(options, grad_output=grad_output, wrt=None, inspect_ops=False)
+            sub = dataclasses.replace(options, grad_output=grad_output, wrt=None, inspect_ops=False, order=1)
             return run_check(f"{op}({', '.join(names)})", values, sub)
         reports.append(inspect_call(table[node.op], node, args, check_values, options.seed))
     return tuple(reports)
@@ -220,6 +228,8 @@ def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
         parts += ["--device", options.device]
     if options.allow_unreliable:
         parts += ["--allow-unreliable"]
+    if options.order != 1:
+        parts += ["--order", str(options.order)]
     for plugin in options.plugins:
         parts += ["--plugin", plugin]
     return " ".join(shlex.quote(p) for p in parts)
@@ -244,7 +254,8 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
           wrt: str | Iterable[str] | None = None, seed: int = 0, dtype: str = "float64",
           method: str = "auto", eps: float | None = None, atol: float | None = None,
           rtol: float | None = None, plugins: Iterable[str] = (), device: str = "cpu",
-          limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False, **variables: Any) -> CheckResult:
+          limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False, order: int = 1,
+          **variables: Any) -> CheckResult:
     """Check the gradient of an expression, as `gradcheck check` does.
 
     Args:
@@ -264,7 +275,7 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
     values = {**variables, **(vars or {})}
     options = CheckOptions(grad_output=grad_output, wrt=split_names(wrt), seed=seed, dtype=dtype,
                            method=method, eps=eps, atol=atol, rtol=rtol, plugins=tuple(plugins),
-                           device=device, limits=limits, allow_unreliable=allow_unreliable)
+                           device=device, limits=limits, allow_unreliable=allow_unreliable, order=order)
     return run_check(expression, values, options)
 
 

@@ -119,6 +119,8 @@ def check_options(fn: Callable) -> Callable:
     fn = click.option("--grad-output", metavar="SPEC",
                       help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
     fn = click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")(fn)
+    fn = click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
+                      help="2 also checks second derivatives (double backward) as an element-wise Hessian.")(fn)
     fn = click.option("--allow-unreliable", is_flag=True,
                       help="Elements where the numeric estimate is itself unsure do not fail the check.")(fn)
     return fn
@@ -141,7 +143,7 @@ def _options(kw: dict[str, Any]):
                         seed=kw["seed"], dtype=kw["dtype"], method=kw.get("method", "auto"),
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
                         plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits,
-                        allow_unreliable=kw.get("allow_unreliable", False))
+                        allow_unreliable=kw.get("allow_unreliable", False), order=kw.get("order", 1))
 
 
 def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:

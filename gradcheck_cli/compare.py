@@ -12,6 +12,9 @@ from .graph import GraphNode
 # Default (atol, rtol) per dtype. float64 is judged far tighter than torch.autograd.gradcheck's
 # (1e-5, 1e-3): the numeric side is exact or nearly so (complex step, Richardson). Lower precisions
 # are judged against the float64 reference with room for their own rounding.
+# Second derivatives are judged against a numeric estimate one difference deeper: looser by 1e2.
+ORDER2_FACTOR = 100.0
+
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-8, 1e-7),
     "float32": (1e-5, 1e-4),
@@ -89,10 +92,12 @@ class CheckResult:
     versions: dict[str, str]
     custom_ops: tuple[Any, ...] = ()   # custom.OpReport per plugin call site
     blame: str = ""
+    hessians: dict[str, GradientResult] = dataclasses.field(default_factory=dict)  # --order 2
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results()) and all(r.ok for r in self.custom_ops)
+        return (all(r.ok for r in self.results()) and all(r.ok for r in self.custom_ops)
+                and all(r.ok for r in self.hessians.values()))
 
     def results(self) -> list[GradientResult]:
         return [*self.inputs.values(), *self.intermediates.values()]

@@ -106,6 +106,8 @@ def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callab
     findings.append(Finding("scales with grad_output", scaled, "" if scaled else
                             "a zero grad_output gives a nonzero gradient: multiply by grad_output in backward"))
     values = {f"x{i}": t.detach().cpu().double().numpy() for i, t in enumerate(tensors)}
+    if _defines_jvp(spec.torch):
+        findings.append(_jvp_finding(spec, tensors, values, check_values, generator))
     try:
         result = check_values(values, grad.detach().cpu().double().numpy())
         wrong = [r for r in result.inputs.values() if not r.ok]
@@ -115,6 +117,43 @@ def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callab
     except InputError as err:
         findings.append(Finding("gradient values", False, f"could not check values: {err.message}"))
     return OpReport(spec.name, node.span.line, node.span.col, tuple(findings))
+
+
+def _defines_jvp(fn: Any) -> bool:
+    """True for a torch.autograd.Function's apply whose class overrides jvp (forward mode)."""
+    import torch
+    owner = getattr(fn, "__self__", None)
+    return isinstance(owner, type) and issubclass(owner, torch.autograd.Function) and \
+        getattr(owner, "jvp", None) is not getattr(torch.autograd.Function, "jvp", None)
+
+
+def _jvp_finding(spec: OpSpec, tensors: list[Any], values: dict, check_values: Callable,
+                 generator: Any) -> Finding:
+    """Forward mode: the tangent of out for random input tangents v against numeric J·v."""
+    import torch
+    import torch.autograd.forward_ad as fwAD
+
+    tangents = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.dtype).to(t.device)
+                for t in tensors]
+    try:
+        with fwAD.dual_level():
+            out = spec.torch(*(fwAD.make_dual(t, v) for t, v in zip(tensors, tangents)))
+            tangent = fwAD.unpack_dual(out).tangent
+    except Exception as err:  # the plugin's own jvp failed
+        return Finding("forward mode (jvp)", False, f"jvp raised {type(err).__name__}: {_first_line(err)}")
+    if tangent is None:
+        return Finding("forward mode (jvp)", False, "jvp returned no tangent for the output")
+    result = check_values(values, None)  # the numeric Jacobian, one block per input
+    expected = 0.0
+    for i, v in enumerate(tangents):
+        jac = result.inputs[f"x{i}"].numeric
+        v_np = v.detach().cpu().double().numpy()
+        expected = expected + np.tensordot(jac, v_np, axes=v_np.ndim) if v_np.ndim else expected + jac * v_np
+    got = tangent.detach().cpu().double().numpy()
+    ok = bool(np.allclose(got, expected, atol=result.atol, rtol=result.rtol))
+    worst = float(np.max(np.abs(got - expected), initial=0.0))
+    return Finding("forward mode (jvp)", ok, "" if ok else
+                   f"jvp disagrees with the numeric J·v (max abs error {worst:.2e}); fix the Function's jvp")
 
 
 def _raw_findings(out: Any, grad: Any, leaves: list[Any]) -> list[Finding]:

@@ -137,8 +137,11 @@ def _np_sigmoid(z):
 
 
 def _np_softplus(z):
-    # softplus(z) = relu(z) + log1p(exp(-|z|)): no overflow at large |z|
-    return _np_relu(z) + np.log1p(np.exp(-_np_abs(z)))
+    # z + log1p(exp(-z)) for re z > 0, log1p(exp(z)) otherwise: no overflow at large |z|, and each
+    # branch is analytic, so complex step is exact even at re z = 0 (relu + log1p(exp(-|z|)) is not)
+    positive = np.real(z) > 0
+    return np.where(positive, z + np.log1p(np.exp(-np.where(positive, z, 0))),
+                    np.log1p(np.exp(np.where(positive, 0, z))))
 
 
 def _np_clamp(z, lo, hi):

@@ -162,3 +162,39 @@ def test_custom_op_decorator_registers_for_expressions(monkeypatch):
     np.testing.assert_allclose(r.inputs["x"].analytic, [6 * 0.25, 6 * 4.0], rtol=1e-14)
     with pytest.raises(InputError, match="built-in"):
         custom_op("exp")(ScaledCube)
+
+
+def test_forward_mode_is_checked_when_the_function_defines_jvp():
+    right = check("square_jvp(x).sum()", x=X, plugins=[CORPUS])
+    wrong = check("square_wrong_jvp(x).sum()", x=X, plugins=[CORPUS])
+    finding = {f.check: f for r in right.custom_ops for f in r.findings}
+    assert finding["forward mode (jvp)"].ok and right.ok
+    finding = {f.check: f for r in wrong.custom_ops for f in r.findings}
+    assert not finding["forward mode (jvp)"].ok and not wrong.ok
+    assert "jvp disagrees" in finding["forward mode (jvp)"].message
+    # the backward itself is right: the gradient values pass
+    assert finding["gradient values"].ok and wrong.inputs["x"].ok
+
+
+def test_order_two_checks_the_hessian_against_sympy():
+    import sympy as sp
+    a, b = sp.symbols("a b")
+    r = check("(sin(a) * exp(b) + a**3 * b).sum()", a=[0.3], b=[-0.7], order=2)
+    assert r.ok
+    f = sp.sin(a) * sp.exp(b) + a**3 * b
+    at = {a: 0.3, b: -0.7}
+    np.testing.assert_allclose(r.hessians["a"].analytic.ravel(), [float(sp.diff(f, a, 2).subs(at))], rtol=1e-13)
+    np.testing.assert_allclose(r.hessians["b"].numeric.ravel(), [float(sp.diff(f, b, 2).subs(at))], rtol=1e-8)
+
+
+def test_order_two_catches_a_backward_that_is_not_differentiable():
+    first = check("cube_flat(x).sum()", x=X, plugins=[CORPUS])
+    assert first.ok  # first derivatives are right
+    second = check("cube_flat(x).sum()", x=X, plugins=[CORPUS], order=2)
+    assert not second.ok
+    np.testing.assert_allclose(second.hessians["x"].numeric, np.diag(6 * np.array(X)), rtol=1e-6, atol=1e-6)
+
+
+def test_order_two_needs_a_scalar_or_grad_output():
+    with pytest.raises(InputError, match="--order 2 needs a scalar output or --grad-output"):
+        check("x * 2", x=[1.0, 2.0], order=2)

@@ -63,6 +63,8 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
     out["inputs"] = {name: gradient_dict(r) for name, r in result.inputs.items()}
     if result.intermediates:
         out["intermediates"] = {name: gradient_dict(r) for name, r in result.intermediates.items()}
+    if result.hessians:
+        out["hessians"] = {name: gradient_dict(r) for name, r in result.hessians.items()}
     if result.constants:
         out["constants"] = {name: {"shape": list(np.shape(v)), "value": plain(v)}
                             for name, v in result.constants.items()}

@@ -5,6 +5,7 @@ from typing import Iterable
 
 import numpy as np
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.theme import Theme
@@ -44,11 +45,11 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
         style="gc.warn" if r.ok else "gc.fail")
     title = Text.assemble((r.name, "gc.name"), f"  shape {list(r.shape)}  ", status)
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, expand=False)
-    first = "d out[i] / d " + r.name + "[j]" if mode == "jacobian" else "index"
+    first = {"jacobian": "d out[i] / d " + r.name + "[j]", "hessian": f"d² / d{r.name}[j] d{r.name}[k]"}.get(mode, "index")
     for header, justify in ((first, "left"), ("value", "right"), ("analytic", "right"),
                             ("numeric", "right"), ("abs err", "right"), ("rel err", "right"),
                             ("tol rule", "right"), ("verdict", "left")):
-        table.add_column(header, justify=justify, no_wrap=header != "verdict")
+        table.add_column(escape(header), justify=justify, no_wrap=header != "verdict")
     grid_shape = r.analytic.shape
     order = worst_order(r)
     shown = order[:max_rows] if max_rows else order
@@ -73,7 +74,7 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
         notes.append(f"{hidden} more element{'s' if hidden != 1 else ''} not shown "
                      f"({failing_hidden} of them failing); --rows 0 shows all, JSON has everything")
     if notes:
-        table.caption = "\n".join(notes)
+        table.caption = Text("\n".join(notes))  # plain text: an index such as [i, j] is not markup
         table.caption_justify = "left"
     return table
 
@@ -99,8 +100,9 @@ def custom_ops_table(result: CheckResult) -> Table:
     for report in result.custom_ops:
         for finding in report.findings:
             verdict = Text("PASS", style="gc.ok") if finding.ok else Text("FAIL", style="gc.fail")
-            table.add_row(f"{report.op} @{report.line}:{report.col + 1}", finding.check, verdict, finding.message)
-    table.caption = result.blame
+            table.add_row(Text(f"{report.op} @{report.line}:{report.col + 1}"), Text(finding.check), verdict,
+                          Text(finding.message))
+    table.caption = Text(result.blame or "")
     table.caption_justify = "left"
     return table
 
@@ -130,10 +132,12 @@ def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS) -> RenderableT
     ]
     if result.constants:
         parts.append(Text("constants: " + ", ".join(result.constants), style="gc.dim"))
-    for heading, group in (("inputs", result.inputs), ("intermediates", result.intermediates)):
+    for heading, group, mode in (("inputs", result.inputs, result.mode),
+                                 ("intermediates", result.intermediates, result.mode),
+                                 ("second order (Hessian of the output)", result.hessians, "hessian")):
         if group:
             parts.append(Text(f"\n{heading}", style="gc.head"))
-            parts.extend(gradient_table(r, result.mode, max_rows) for r in group.values())
+            parts.extend(gradient_table(r, mode, max_rows) for r in group.values())
     if result.custom_ops:
         parts += [Text(""), custom_ops_table(result)]
     parts += [Text(""), graph_tree(result.graph), Text(""), verdict_line(result),
@@ -162,5 +166,5 @@ def ops_table(table: Iterable[OpSpec]) -> Table:
     for spec in table:
         call = spec.signature() if not spec.syntax else f"{spec.syntax}  {spec.signature()}"
         group = spec.group.value + ("" if spec.complex_ok else " (no complex step)")
-        out.add_row(call, group, spec.doc)
+        out.add_row(Text(call), Text(group), Text(spec.doc))  # Text: "[min, max]" is not markup
     return out

@@ -63,3 +63,48 @@ OPS = {
 NUMPY_OPS = {"good_softplus": lambda x: np.logaddexp(0.0, x)}
 ELEMENTWISE = {"good_softplus", "double_softplus", "flipped_softplus", "negbranch_softplus", "tiny_softplus",
                "good_cube"}
+
+
+class SquareWithJvp(torch.autograd.Function):
+    """x² with backward and forward mode; `wrong_jvp` forgets the factor 2 in jvp only."""
+
+    factor = 2.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.x = x
+        return x ** 2
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+    @staticmethod
+    def jvp(ctx, v):
+        return SquareWithJvp.factor * ctx.x * v
+
+
+class SquareWrongJvp(SquareWithJvp):
+    @staticmethod
+    def jvp(ctx, v):
+        return ctx.x * v
+
+
+class CubeNoDoubleBackward(torch.autograd.Function):
+    """x³ whose backward is right but computed under no_grad: second derivatives come out wrong."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x.detach() ** 2 * g
+
+
+OPS.update({"square_jvp": SquareWithJvp.apply, "square_wrong_jvp": SquareWrongJvp.apply,
+            "cube_flat": CubeNoDoubleBackward.apply})
