@@ -106,7 +106,7 @@ def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callab
     findings.append(Finding("scales with grad_output", scaled, "" if scaled else
                             "a zero grad_output gives a nonzero gradient: multiply by grad_output in backward"))
     values = {f"x{i}": t.detach().cpu().double().numpy() for i, t in enumerate(tensors)}
-    if _defines_jvp(spec.torch):
+    if defines_jvp(spec.torch):
         findings.append(_jvp_finding(spec, tensors, values, check_values, generator))
     try:
         result = check_values(values, grad.detach().cpu().double().numpy())
@@ -119,7 +119,7 @@ def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callab
     return OpReport(spec.name, node.span.line, node.span.col, tuple(findings))
 
 
-def _defines_jvp(fn: Any) -> bool:
+def defines_jvp(fn: Any) -> bool:
     """True for a torch.autograd.Function's apply whose class overrides jvp (forward mode)."""
     import torch
     owner = getattr(fn, "__self__", None)
