@@ -30,6 +30,22 @@ class VarSpec(click.ParamType):
         return name, spec
 
 
+class DtypeList(click.ParamType):
+    """float64 or a comma list such as float64,float32,bfloat16."""
+
+    name = "DTYPE[,DTYPE...]"
+    choices = ("float64", "float32", "float16", "bfloat16")
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(dict.fromkeys(v.strip() for v in str(value).split(",") if v.strip()))
+        unknown = [v for v in items if v not in self.choices]
+        if unknown or not items:
+            self.fail(f"{unknown[0] if unknown else value!r} is not a dtype; use {', '.join(self.choices)}", param, ctx)
+        return items
+
+
 class UserError(click.ClickException):
     """An InputError at the edge: one message line, the source line and a caret row; exit 2."""
 
@@ -98,8 +114,9 @@ def expression_options(fn: Callable) -> Callable:
                       help="torch device for the analytic side (the numeric side stays on the CPU).")(fn)
     fn = click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module",
                       help="Custom ops: a file or module defining OPS (and optionally NUMPY_OPS).")(fn)
-    fn = click.option("--dtype", type=click.Choice(["float64", "float32", "float16", "bfloat16"]),
-                      default="float64", show_default=True, help="dtype of the torch side.")(fn)
+    fn = click.option("--dtype", type=DtypeList(), default="float64", show_default=True,
+                      help="dtype of the torch side: float64, float32, float16 or bfloat16; a comma list "
+                           "(float64,float32,bfloat16) runs each and says whether a gap is rounding or a bug.")(fn)
     fn = click.option("--seed", type=int, default=0, show_default=True,
                       help="Seed for random values: same seed, same values, same output.")(fn)
     fn = click.option("-v", "--var", "variables", type=VarSpec(), multiple=True,
@@ -140,7 +157,7 @@ def _options(kw: dict[str, Any]):
     limits = Limits(**{k: kw.pop(k) for k in ("max_elements", "max_length", "max_depth",
                                                "max_statements", "max_power")})
     return CheckOptions(grad_output=kw.get("grad_output"), wrt=split_names(kw.get("wrt")),
-                        seed=kw["seed"], dtype=kw["dtype"], method=kw.get("method", "auto"),
+                        seed=kw["seed"], dtype=kw["dtype"][0], method=kw.get("method", "auto"),
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
                         plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits,
                         allow_unreliable=kw.get("allow_unreliable", False), order=kw.get("order", 1))
@@ -205,6 +222,9 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw:
       gradcheck check "3*a**3 - b**2" -v a=2,3 -v b=6,4 --grad-output 1,1
       gradcheck check "y = x + 2; z = y*y*3; z.mean()" -v x="ones(2,2)" --json
     """
+    dtypes = kw["dtype"]
+    if len(dtypes) > 1:
+        return _ladder(expr, variables, dtypes, as_json or fmt == "json", rows, kw)
     from .api import run_check
     result = run_check(expr, _values(variables), _options(kw))
     if as_json or fmt == "json":
@@ -270,6 +290,20 @@ def _progress(enabled: bool):
     with Progress(transient=True, console=_console()) as bar:
         task = bar.add_task("checking", total=None)
         yield lambda case: bar.advance(task)
+
+
+def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool, rows: int, kw: dict) -> None:
+    """`check --dtype a,b,c`: one check per dtype, and a verdict on each gap."""
+    from .ladder import run_ladder
+    ladder = run_ladder(expr, _values(variables), _options(kw), dtypes)
+    if as_json:
+        from .render.json import check_dict, dumps
+        click.echo(dumps({"ok": ladder.ok, "ladder": [
+            {"dtype": r.dtype, "verdict": v, "result": check_dict(r)} for r, v in zip(ladder.results, ladder.verdicts)]}))
+    else:
+        from .render.table import ladder_view
+        _console().print(ladder_view(ladder.results, ladder.verdicts, rows))
+    sys.exit(ladder.exit_status)
 
 
 @main.command(cls=ExpressionCommand)

@@ -9,6 +9,7 @@ import ast
 import dataclasses
 import math
 import textwrap
+import warnings
 from typing import Any, Callable, Union
 
 from .errors import InputError, Span
@@ -163,7 +164,10 @@ class _Parser:
             raise InputError(f"the expression is {len(self.source)} characters long; the limit is "
                              f"{self.limits.max_length} (raise it with --max-length)")
         try:
-            return ast.parse(self.source, mode="exec")
+            with warnings.catch_warnings():  # "invalid decimal literal" and the like: the error says it
+                warnings.simplefilter("ignore", SyntaxWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return ast.parse(self.source, mode="exec")
         except SyntaxError as err:
             line = err.lineno or 1
             col = max((err.offset or 1) - 1, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 import zlib
 from typing import Any
 
@@ -43,7 +44,10 @@ def parse_spec(text: str, name: str, seed: int = 0, limits: Limits = DEFAULT_LIM
     if len(text) > limits.max_length * 50:
         raise InputError(f"the value of '{name}' is too long ({len(text)} characters)")
     try:
-        tree = ast.parse(text, mode="eval").body
+        with warnings.catch_warnings():  # a SyntaxWarning would print beside our one message
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse(text, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise InputError(f"cannot read the value of '{name}': {_short(text)!r}; expected a number, "
                          "a comma list '2,3', a nested list '[[1,2],[3,4]]' or e.g. 'randn(3,4)'") from None
@@ -115,7 +119,8 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -
 
 
 def _linspace(args: list, kwargs: dict, text: str, name: str, limits: Limits) -> np.ndarray:
-    if len(args) != 3 or kwargs or not float(args[2]).is_integer() or args[2] < 0:
+    if len(args) != 3 or kwargs or not float(args[2]).is_integer() or args[2] < 0 or \
+            not all(math.isfinite(a) for a in args[:2]):
         raise InputError(f"linspace takes start, stop and a count, as linspace(0, 1, 5): "
                          f"'{name}' is {_short(text)!r}")
     _check_size(int(args[2]), name, limits)

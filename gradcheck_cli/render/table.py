@@ -156,6 +156,22 @@ def to_text(renderable: RenderableType, width: int = 120) -> str:
     return buffer.getvalue()
 
 
+def ladder_view(results, verdicts, max_rows: int = DEFAULT_ROWS) -> RenderableType:
+    """`--dtype a,b,c`: each dtype's failing tables, then one summary row a dtype."""
+    summary = Table(title=Text("dtype ladder (float64 is the reference)", style="gc.head"), title_justify="left",
+                    show_edge=False, pad_edge=False)
+    for header in ("dtype", "verdict", "atol", "rtol", "worst rel err", "what it means"):
+        summary.add_column(header, no_wrap=header != "what it means")
+    parts: list[RenderableType] = []
+    for result, meaning in zip(results, verdicts):
+        if not result.ok:
+            parts += [Text(f"\n{result.dtype}", style="gc.head"), check_view(result, max_rows)]
+        worst = max((r.max_rel_error for r in result.results()), default=0.0)
+        summary.add_row(result.dtype, Text("PASS", style="gc.ok") if result.ok else Text("FAIL", style="gc.fail"),
+                        f"{result.atol:g}", f"{result.rtol:g}", f"{worst:.1e}", meaning)
+    return Group(*parts, Text(""), summary)
+
+
 def ops_table(table: Iterable[OpSpec]) -> Table:
     """`gradcheck ops`: one row a function, read from the op table."""
     out = Table(title="supported functions (also as methods: x.sum(dim=0))", title_justify="left",
