@@ -35,10 +35,10 @@ def test_wrong_backward_is_not_excused_as_rounding():
                                             "float32's looser tolerance hides it")
 
 
-def test_float64_is_run_as_the_reference_even_when_not_listed():
+def test_a_single_dtype_keeps_the_plain_json_shape():
     result = run("exp(x).sum()", "-v", "x=1,2", "--dtype", "float32")
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["dtype"] == "float32"  # a single dtype keeps the plain shape
+    assert json.loads(result.stdout)["dtype"] == "float32"
 
 
 def test_unknown_dtype_is_exit_2():
