@@ -9,16 +9,17 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
-from .compare import DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, versions, with_kinks
+from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, compare_taylor,
+                      versions, with_kinks)
 from .custom import blame_line, inspect_call
 from .errors import InputError
-from .numeric import METHODS, NumericEngine, choose_method
+from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .values import default_value, resolve
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
-METHOD_CHOICES = ("auto", *METHODS)
+METHOD_CHOICES = ("auto", *METHODS, TAYLOR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +152,16 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     starts.update({stmt.target: i + 1 for i, stmt in enumerate(prep.program.statements)
                    if stmt.target in analytic.intermediates})
     results = {}
+    if method == TAYLOR and weights is None:
+        raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
     for name, start in starts.items():
-        numeric = engine.derivative(name, start, weights)
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]
+        if method == TAYLOR:
+            forward, orders = engine.taylor(name, start, weights, analytic.gradients[name])
+            results[name] = compare_taylor(name, value, analytic.gradients[name], forward.value, orders,
+                                           options.allow_unreliable)
+            continue
+        numeric = engine.derivative(name, start, weights)
         result = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
                          options.allow_unreliable)
         results[name] = _explain_kinks(engine, name, start, weights, result)

@@ -130,9 +130,10 @@ def check_options(fn: Callable) -> Callable:
     fn = click.option("--rtol", type=float, help="Relative tolerance (default: by dtype).")(fn)
     fn = click.option("--atol", type=float, help="Absolute tolerance (default: by dtype).")(fn)
     fn = click.option("--eps", type=float, help="Absolute finite-difference step (default: per element).")(fn)
-    fn = click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex"]),
+    fn = click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex", "taylor"]),
                       default="auto", show_default=True, help="Numeric method; auto picks complex step "
-                      "where every op allows it, else Richardson.")(fn)
+                      "where every op allows it, else Richardson; taylor fits the order of the Taylor "
+                      "remainder (2: right, 1: wrong) instead of comparing values.")(fn)
     fn = click.option("--grad-output", metavar="SPEC",
                       help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
     fn = click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")(fn)

@@ -132,6 +132,31 @@ def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndar
                           allow_unreliable)
 
 
+TAYLOR_RIGHT, TAYLOR_WRONG = 1.7, 1.3  # fitted remainder orders: ≈2 when right, ≈1 when wrong
+
+
+def compare_taylor(name: str, value: np.ndarray, analytic: np.ndarray, forward: np.ndarray,
+                   orders: np.ndarray, allow_unreliable: bool = False) -> GradientResult:
+    """Judge each element by its Taylor remainder order: 2 passes, 1 fails, in between is unreliable.
+
+    An element whose remainder never rises above rounding (nan order) is linear there: it passes.
+    """
+    with np.errstate(all="ignore"):
+        abs_error = np.abs(analytic - forward)
+        rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(forward))
+    flat_ok = np.isnan(orders)
+    passed = np.isfinite(analytic) & (flat_ok | (orders >= TAYLOR_RIGHT))
+    unreliable = ~passed & np.isfinite(analytic) & (orders > TAYLOR_WRONG)
+    reasons = np.where(flat_ok, "remainder at rounding level (linear here)",
+                       np.char.add("Taylor remainder order ", np.char.mod("%.2f", np.nan_to_num(orders))))
+    reasons = np.asarray(reasons, dtype=object)
+    tolerance = np.full(analytic.shape, np.nan)
+    return GradientResult(name, tuple(np.shape(value)), value, analytic, forward, abs_error, abs_error,
+                          rel_error, tolerance, passed, np.full(analytic.shape, "order", dtype=object), reasons,
+                          diagnose(analytic, forward, value, passed | unreliable, 0.0), unreliable,
+                          allow_unreliable)
+
+
 def with_kinks(result: GradientResult, flat: np.ndarray, left: np.ndarray, right: np.ndarray) -> GradientResult:
     """Re-judge elements where left and right derivatives differ: a kink, not a wrong gradient.
 

@@ -116,7 +116,12 @@ class Walker:
         value = None
         for index in range(start, len(self.program.statements) if stop is None else stop):
             statement = self.program.statements[index]
-            value = self.node(statement.value, env)
+            try:
+                value = self.node(statement.value, env)
+            except RecursionError:  # only reachable when --max-depth was raised past what Python can walk
+                raise InputError("the expression nests too deeply to evaluate; lower --max-depth",
+                                 self.program.source, statement.span.line, statement.span.col,
+                                 statement.span.end_col) from None
             if statement.target is not None:
                 env[statement.target] = value
             if on_statement is not None:
@@ -147,6 +152,8 @@ class Walker:
             return self.backend.apply(spec, args)
         except InputError as err:
             raise err.located(self.program.source, node.span) from None
+        except RecursionError:
+            raise
         except _OP_ERRORS as err:
             raise InputError(f"{spec.name}: {_first_line(err)}", self.program.source, node.span.line,
                              node.span.col, node.span.end_col) from None

@@ -25,6 +25,9 @@ from .parse import Call, Program
 from .structure import plan, reduction_weights, unbroadcast
 
 MEMORY_BUDGET = 256 * 2**20      # bytes one batched evaluation may use
+_TAYLOR_LEVELS = 16              # steps 1e-2·max(|x|, 1)·4^-k for the Taylor remainder test
+_TAYLOR_FIT = 4                  # the order is fitted over the smallest steps still above rounding
+_TAYLOR_CHUNK = 4096             # columns per batched evaluation in the Taylor test
 _EPS = np.finfo(np.float64).eps
 _COMPLEX_STEP = 1e-20
 _RICHARDSON_LEVELS = 18   # steps h·4^-k: spans 10 decades, from the scale of |x| down
@@ -113,6 +116,8 @@ def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) 
 
 
 METHODS: dict[str, Method] = {"central": central, "richardson": richardson, "complex": complex_step}
+# "taylor" is not a difference method: it tests the analytic gradient directly (NumericEngine.taylor)
+TAYLOR = "taylor"
 
 
 def choose_method(method: str, program: Program, table: Mapping[str, OpSpec]) -> str:
@@ -137,7 +142,7 @@ class NumericEngine:
                  method: str, eps: float | None = None, memory_budget: int = MEMORY_BUDGET):
         self.program = program
         self.table = table
-        self.method = METHODS[method]
+        self.method = METHODS.get(method, richardson)  # taylor still needs a method for --order 2
         self.is_complex = method == "complex"
         self.eps = eps
         self.memory_budget = memory_budget
@@ -283,6 +288,46 @@ class NumericEngine:
         error = np.abs(best - first[1]) + 1e-3 * np.abs(levels[2] - levels[1])
         shape = base.shape + base.shape
         return Derivative(best.T.reshape(shape), error.T.reshape(shape))
+
+    def taylor(self, name: str, start: int, weights: np.ndarray,
+               analytic: np.ndarray) -> tuple[Derivative, np.ndarray]:
+        """The Taylor remainder test along each coordinate: (forward differences, fitted orders).
+
+        r(h) = |s(x + h·e_j) − s(x) − h·a_j| shrinks as h² when a_j is the derivative and as h when it
+        is not; the order is the least-squares slope of log r against log h over the steps where r
+        stands above rounding noise, the smallest four (nan when too few do: s is linear there).
+        """
+        base = self.envs[start][name][0]
+        out_shape = self.output.shape
+        g = self._function(name, start)
+        w = np.broadcast_to(weights, out_shape)
+        axes = tuple(range(1, 1 + len(out_shape)))
+
+        def s(batch: np.ndarray) -> np.ndarray:
+            return np.sum(np.broadcast_to(g(batch), (batch.shape[0],) + out_shape) * w, axis=axes)
+
+        s0 = float(np.sum(self.output * w))
+        flat, grad = base.reshape(-1), analytic.reshape(-1)
+        scale = np.maximum(np.abs(flat), 1.0)
+        steps = [_exact_steps(flat, 1e-2 * scale / 4**k) for k in range(_TAYLOR_LEVELS)]
+        orders = np.full(flat.size, np.nan)
+        forward = np.zeros(flat.size)
+        noise = 1e3 * _EPS * max(abs(s0), np.max(np.abs(w), initial=0.0))
+        for lo in range(0, flat.size, _TAYLOR_CHUNK):
+            cols = np.arange(lo, min(flat.size, lo + _TAYLOR_CHUNK))
+            probe = _make_probe(lambda b: s(b)[:, None], base, cols)
+            with np.errstate(all="ignore"):
+                outs = [o[:, 0] for o in probe([h[cols] for h in steps])]
+            logs_h = np.log([h[cols] for h in steps])
+            remainders = np.abs(np.stack(outs) - s0 - np.stack([h[cols] for h in steps]) * grad[cols])
+            forward[cols] = (outs[-1] - s0) / steps[-1][cols]
+            for i, col in enumerate(cols):
+                # the asymptotic regime is at small steps; rounding takes over below the noise floor
+                above = np.flatnonzero(remainders[:, i] > noise)[-_TAYLOR_FIT:]
+                if above.size >= 3:
+                    orders[col] = np.polyfit(logs_h[above, i], np.log(remainders[above, i]), 1)[0]
+        error = np.abs(forward - grad)
+        return Derivative(forward.reshape(base.shape), error.reshape(base.shape)), orders.reshape(base.shape)
 
     def one_sided(self, name: str, start: int, weights: np.ndarray | None,
                   cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -439,4 +439,8 @@ def parse(source: str, table: dict[str, OpSpec] | None = None, limits: Limits = 
     """
     if not isinstance(source, str):
         raise InputError(f"the expression must be text, not {type(source).__name__}")
-    return _Parser(normalize(source), OPS if table is None else table, limits).program()
+    try:
+        return _Parser(normalize(source), OPS if table is None else table, limits).program()
+    except RecursionError:  # only reachable when --max-depth was raised past what Python can walk
+        raise InputError(f"the expression nests too deeply to parse (--max-depth is {limits.max_depth}; "
+                         "lower it)") from None

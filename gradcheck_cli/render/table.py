@@ -65,7 +65,8 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
         if flat["why"][k]:
             verdict.append(f" {flat['why'][k]}", style="gc.warn")
         table.add_row(_index_text(k, grid_shape), _num(value, 6), _num(flat["a"][k]), _num(flat["n"][k]),
-                      _err(flat["abs"][k]), _err(flat["rel"][k]), f"{flat['tol'][k]:.1e} {flat['rule'][k]}",
+                      _err(flat["abs"][k]), _err(flat["rel"][k]),
+                      f"{flat['tol'][k]:.1e} {flat['rule'][k]}" if np.isfinite(flat["tol"][k]) else flat["rule"][k],
                       verdict)
     notes = [f"diagnosis: {r.diagnosis}"] if r.diagnosis else []
     hidden = order.size - len(shown)
