@@ -1,0 +1,188 @@
+"""The numeric engine on its own terms: step sizes, methods, shapes at the edges, sizes."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from gradcheck_cli import InputError, check
+from helpers import oracle_jacobians
+
+H = 1e-3
+
+
+def test_eps_is_the_absolute_central_step():
+    # ((x+h)³ − (x−h)³) / 2h = 3x² + h² exactly: at x = 1 the estimate is 3 + h², which a large
+    # step makes fail at the default tolerances
+    r = check("x**3", x=1.0, method="central", eps=H)
+    h = (1.0 + H) - 1.0  # the step actually taken is the representable one
+    assert_allclose(r.eps, H, rtol=0, atol=0)
+    assert_allclose(r.inputs["x"].numeric, 3 + h**2, rtol=1e-9)
+    assert r.ok is False
+
+
+def test_eps_is_the_complex_step():
+    # Im (x + ih)³ / h = 3x² − h² at x = 1
+    r = check("x**3", x=1.0, method="complex", eps=H)
+    assert_allclose(r.inputs["x"].numeric, 3 - H**2, rtol=1e-13)
+
+
+def test_richardson_extrapolates_the_step_away():
+    # the error of a central difference of a cubic is exactly h²: one Richardson level removes it
+    r = check("x**3", x=1.0, method="richardson", eps=H)
+    assert r.ok
+    assert_allclose(r.inputs["x"].numeric, 3.0, rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["central", "richardson", "complex"])
+def test_default_steps_pass_a_smooth_function(method):
+    x = np.array([-2.0, -0.3, 0.5, 3.0, 40.0])
+    r = check("(exp(sin(x)) * x).sum()", x=x, method=method)
+    t = torch.tensor(x, requires_grad=True)
+    (torch.exp(torch.sin(t)) * t).sum().backward()
+    assert r.ok
+    # central differences carry an h² truncation error (h ≈ 6e-6·|x|); the others are near exact
+    assert_allclose(r.inputs["x"].numeric, t.grad.numpy(), rtol=1e-7 if method == "central" else 1e-10)
+
+
+def test_auto_picks_complex_step():
+    assert check("sin(x)", x=1.0).method == "complex"
+
+
+def test_steps_scale_with_the_point():
+    # at |x| = 1e6 a fixed step of 1e-5 would be lost to rounding; the chosen step is relative
+    x = np.array([1e6, -3e5])
+    r = check("(x**2).sum()", x=x, method="central")
+    assert r.ok
+    assert_allclose(r.inputs["x"].numeric, 2 * x, rtol=1e-8)
+
+
+def test_intermediate_is_perturbed_and_the_rest_rerun():
+    # out = z + y where z = y²: d out/d y counts both paths, d out/d z only the last
+    r = check("y = sin(x); z = y * y; (z + y).sum()", x=[0.4, 1.2])
+    y = np.sin([0.4, 1.2])
+    assert_allclose(r.intermediates["y"].numeric, 2 * y + 1, rtol=1e-12)
+    assert_allclose(r.intermediates["z"].numeric, np.ones(2), rtol=1e-12)
+    assert_allclose(r.inputs["x"].numeric, (2 * y + 1) * np.cos([0.4, 1.2]), rtol=1e-12)
+
+
+def test_intermediate_that_is_the_output_is_not_reported():
+    r = check("y = x * 2; z = y.sum(); z", x=[1.0, 2.0])
+    assert list(r.intermediates) == ["y"]
+
+
+def test_constants_are_held_fixed():
+    r = check("(a * b).sum()", a=[1.0, 2.0], b=[3.0, 5.0], wrt="a")
+    assert list(r.inputs) == ["a"] and list(r.constants) == ["b"]
+    assert_allclose(r.inputs["a"].numeric, [3.0, 5.0], rtol=1e-12)
+
+
+def test_broadcast_input_gradient_is_summed():
+    # a (2,1) against b (3,): each a[i] meets three b's
+    a, b = np.array([[0.5], [1.5]]), np.array([1.0, 2.0, 4.0])
+    r = check("(a * b).sum()", a=a, b=b)
+    assert_allclose(r.inputs["a"].numeric, np.full((2, 1), b.sum()), rtol=1e-12)
+    assert_allclose(r.inputs["b"].numeric, np.full(3, a.sum()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("expr, spec, kw, shape", [
+    ("x.sum()", "zeros(0)", {}, (0,)),
+    ("(x * 2).sum()", "zeros(2, 0)", {}, (2, 0)),
+    ("x * 2", "zeros(0)", {}, (0, 0)),
+    ("x * 2", "zeros(0)", {"grad_output": "zeros(0)"}, (0,)),
+])
+def test_empty_tensors(expr, spec, kw, shape):
+    r = check(expr, x=spec, **kw)
+    assert r.ok
+    assert r.inputs["x"].analytic.shape == shape and r.inputs["x"].numeric.shape == shape
+
+
+def test_many_dims_up_to_the_limit():
+    shape = (1,) * 62 + (2,)
+    r = check("(x * x).sum()", x=np.full(shape, 1.5))
+    assert r.ok
+    assert_allclose(r.inputs["x"].numeric, np.full(shape, 3.0), rtol=1e-12)
+
+
+def test_jacobian_too_large_is_refused_fast():
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="--grad-output"):
+        check("x * 2", x="randn(5000)")
+    assert time.perf_counter() - start < 2.0
+
+
+def test_large_vjp_is_fast():
+    n = 100_000
+    start = time.perf_counter()
+    r = check("sin(x) * 2", x=f"randn({n})", grad_output=f"ones({n})")
+    assert time.perf_counter() - start < 20.0
+    assert r.ok
+    assert_allclose(r.inputs["x"].numeric, 2 * np.cos(r.inputs["x"].value), rtol=1e-12)
+
+
+def test_dense_jacobian_matches_torch():
+    x = np.random.default_rng(3).normal(size=(3, 4))
+    r = check("softmax(x @ x.T, dim=1)", x=x)
+    expected = oracle_jacobians(lambda t: torch.softmax(t @ t.T, dim=1), {"x": x})["x"]
+    assert r.ok
+    assert_allclose(r.inputs["x"].numeric, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_max_min_tie_with_dim_follows_torch():
+    """With dim=, torch routes the gradient to one index; complex step takes the same branch."""
+    x = np.array([[2.0, 2.0, 1.0], [0.5, 3.0, 3.0]])
+    for name in ("max", "min"):
+        t = torch.tensor(x, requires_grad=True)
+        getattr(torch, name)(t, dim=1).values.sum().backward()
+        r = check(f"x.{name}(dim=1).sum()", x=x)
+        assert_allclose(r.inputs["x"].analytic, t.grad.numpy(), rtol=0, atol=0)
+        assert r.ok, name
+
+
+@pytest.mark.parametrize("p", [0.5, 1, 2, 3, -1, "inf", "-inf"])
+def test_norm_orders(p):
+    x = np.array([[0.5, -2.0, 1.5], [3.0, -0.25, 1.0]])
+    ordinal = float(p)
+    r = check(f"x.norm(p={p}, dim=1).sum() + x.norm(p={p})", x=x)
+    t = torch.tensor(x, requires_grad=True)
+    (torch.linalg.vector_norm(t, ord=ordinal, dim=1).sum() + torch.linalg.vector_norm(t, ord=ordinal)).backward()
+    assert r.ok
+    assert_allclose(r.inputs["x"].analytic, t.grad.numpy(), rtol=1e-14)
+    assert_allclose(r.inputs["x"].numeric, t.grad.numpy(), rtol=1e-9)
+
+
+def test_norm_of_order_zero_counts_and_has_no_gradient():
+    r = check("x.norm(p=0) * x.sum()", x=[0.0, 2.0, -3.0])
+    assert_allclose(r.output_value, 2.0 * -1.0, rtol=0)
+    assert r.ok
+    assert_allclose(r.inputs["x"].numeric, [2.0, 2.0, 2.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["complex", "central", "richardson"])
+@pytest.mark.parametrize("expr", ["w\nq", "y = w * 2; q", "w.sum(); q * 3", "y = w.sum(); (q * w).sum()"])
+def test_inputs_and_intermediates_that_do_not_reach_the_output(expr, method):
+    """Their gradient is zero on both sides (autograd's allow_unused), whatever their shape."""
+    w = np.array([0.5, 1.5, -2.5])
+    r = check(expr, w=w, q=0.75, method=method)
+    assert r.ok
+    q_grad = 3.0 if "q * 3" in expr else (w.sum() if "q * w" in expr else 1.0)
+    assert_allclose(r.inputs["q"].analytic, q_grad, rtol=1e-15)
+    assert_allclose(r.inputs["q"].numeric, q_grad, rtol=1e-9)
+    expected_w = np.full(3, 0.75) if "q * w" in expr else np.zeros(3)
+    assert_allclose(r.inputs["w"].analytic, expected_w, rtol=0, atol=0)
+    assert_allclose(r.inputs["w"].numeric, expected_w, rtol=1e-9, atol=1e-12)
+    for name, result in r.intermediates.items():
+        assert_allclose(result.numeric, np.zeros_like(result.analytic), atol=1e-12)
+        assert_allclose(result.analytic, 0.0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["complex", "central", "richardson"])
+def test_unused_input_whose_shape_does_not_broadcast_to_the_output(method):
+    # w (3,) never reaches the (2,) output: a zero Jacobian of shape (2, 3)
+    r = check("y = w * 2; q * 3", w=[1.0, 2.0, 3.0], q=[1.0, 2.0], method=method)
+    assert r.ok and r.mode == "jacobian"
+    assert_allclose(r.inputs["w"].numeric, np.zeros((2, 3)), rtol=0, atol=1e-12)
+    assert_allclose(r.inputs["q"].numeric, 3 * np.eye(2), rtol=1e-9, atol=1e-12)
