@@ -84,11 +84,14 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
         hint = " (it is assigned in the expression)" if unused[0] in program.intermediates else ""
         raise InputError(f"variable '{unused[0]}' is given a value but the expression does not use it{hint}; "
                          f"the expression's variables are: {', '.join(program.inputs) or 'none'}")
+    if not program.inputs:
+        raise InputError("the expression has no variables, so there is no gradient to check; "
+                         "use a name such as x, e.g. 'sin(x).sum()'")
     inputs = {}
     for name in program.inputs:
         raw = resolve(values[name], name, options.seed, options.limits) if name in values \
             else default_value(name, options.seed)
-        inputs[name] = round_to_dtype(raw, options.dtype)
+        inputs[name] = round_to_dtype(raw, options.dtype, name)
     wrt = program.inputs if options.wrt is None else options.wrt
     missing = [name for name in wrt if name not in program.inputs]
     if missing:
@@ -110,12 +113,17 @@ def load_table(plugins: Iterable[str]) -> Mapping[str, OpSpec]:
     return extend_table({**OPS, **REGISTERED}, plugins)
 
 
-def round_to_dtype(value: np.ndarray, dtype: str) -> np.ndarray:
+def round_to_dtype(value: np.ndarray, dtype: str, name: str = "value") -> np.ndarray:
     """The value torch will hold in `dtype`, back in float64, so both sides see the same point."""
     if dtype == "float64":
         return value
     import torch
-    return torch.tensor(value, dtype=getattr(torch, dtype)).double().numpy()
+    rounded = torch.tensor(value, dtype=getattr(torch, dtype)).double().numpy()
+    if not np.all(np.isfinite(rounded)):
+        limit = float(torch.finfo(getattr(torch, dtype)).max)
+        raise InputError(f"'{name}' overflows {dtype} (its largest value is {limit:g}); use smaller values "
+                         "or another --dtype")
+    return rounded
 
 
 def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions) -> CheckResult:

@@ -67,7 +67,7 @@ class ExpressionCommand(click.Command):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes_value, names = set(), set()
+        takes_value, names = set(), set(self.get_help_option_names(ctx))
         for param in self.params:
             if isinstance(param, click.Option):
                 names.update(param.opts)
@@ -210,7 +210,7 @@ def _guard(fn: Callable) -> Callable:
 @expression_options
 @check_options
 @format_option
-@click.option("--rows", type=int, default=20, show_default=True,
+@click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Elements shown per variable in the table (the worst first); 0 shows all.")
 @_guard
 def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw: Any) -> None:
@@ -248,7 +248,8 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw:
               help="Worker processes; the report is the same for any value.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds a case may run before it becomes an error (0: no limit).")
-@click.option("--rows", type=int, default=20, show_default=True, help="Rows shown per variable of a failing case.")
+@click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Rows shown per variable of a failing case; 0 shows all.")
 @_guard
 def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, plugins: tuple[str, ...],
           jobs: int, timeout: float, rows: int) -> None:
@@ -326,11 +327,11 @@ def graph(expr: str, variables: tuple, dot: str | None, **kw: Any) -> None:
     if dot == "-":
         click.echo(to_dot(root, expr), nl=False)
         return
-    from .render.table import graph_tree
-    _console().print(graph_tree(root, f"grad_fn graph of {expr}"))
-    if dot:
+    if dot:  # before printing: an unwritable path is bad input, reported alone
         from .files import write_atomic
         write_atomic(dot, to_dot(root, expr))
+    from .render.table import graph_tree
+    _console().print(graph_tree(root, f"grad_fn graph of {expr}"))
 
 
 @main.command()

@@ -178,8 +178,11 @@ class NumericEngine:
                 full Jacobian (shape output.shape + name.shape). A scalar output uses weights 1.
         """
         how = plan(self.program, self.table, name, start)
-        # an input the output does not depend on is "aligned" too, whatever its shape: columns then
-        if how.kind == "aligned" and _broadcasts_to(self.envs[start][name][0].shape, self.output.shape):
+        if how.kind == "zero":
+            shape = self.envs[start][name][0].shape
+            shape = shape if weights is not None else self.output.shape + shape
+            return Derivative(np.zeros(shape), np.zeros(shape))
+        if how.kind == "aligned":
             return self._aligned(name, start, weights, self._function(name, start), self.output.shape)
         if how.kind == "reduced" and weights is not None:
             inner_shape = self.node_value(how.inner).shape
@@ -390,13 +393,6 @@ class NumericEngine:
         else:
             value, error = value.reshape(base.shape), error.reshape(base.shape)
         return Derivative(value, error)
-
-
-def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    try:
-        return np.broadcast_shapes(shape, target) == target
-    except ValueError:
-        return False
 
 
 def _probe_count(method: Method) -> int:

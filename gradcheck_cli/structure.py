@@ -6,7 +6,8 @@ With respect to one input x, every value is one of:
   element — so the Jacobian has one nonzero per row, and every element of x can be perturbed at once;
 - DENSE: anything else (reductions, matmul, softmax, reshapes, plugin ops not declared elementwise).
 
-`plan()` says how to differentiate a program's output: ALIGNED output → perturb everything at once;
+`plan()` says how to differentiate a program's output: CONST output → zero; ALIGNED output → perturb
+everything at once;
 output = sum/mean over an ALIGNED value → the same, contracted with the reduction's weights;
 otherwise column by column.
 """
@@ -33,7 +34,7 @@ class Struct(enum.IntEnum):
 class Plan:
     """How the numeric engine differentiates the output with respect to one variable."""
 
-    kind: str                       # "aligned" | "reduced" | "dense"
+    kind: str                       # "zero" | "aligned" | "reduced" | "dense"
     inner: Call | None = None       # for "reduced": the ALIGNED argument of the final sum/mean
     reduce_op: str | None = None    # "sum" | "mean"
     dim: Any = None
@@ -78,7 +79,9 @@ def plan(program: Program, table: Mapping[str, OpSpec], name: str, start: int) -
         env[statement.target] = _scalar_safe(walker.node(statement.value, env))
     final = program.statements[-1].value
     tag = _scalar_safe(walker.node(final, env))
-    if tag is not Struct.DENSE:
+    if tag is Struct.CONST:  # no dependence (or only through detach): the derivative is exactly 0
+        return Plan("zero")
+    if tag is Struct.ALIGNED:
         return Plan("aligned")
     if isinstance(final, Call) and final.op in ("sum", "mean") and isinstance(final.args[0], Call):
         if _scalar_safe(walker.node(final.args[0], env)) is Struct.ALIGNED:

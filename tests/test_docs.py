@@ -28,16 +28,9 @@ def test_the_commands_the_spec_names_exist():
     assert {"check", "batch", "graph", "ops"} <= set(COMMANDS)
 
 
-MINUS_H_BUG = pytest.mark.xfail(strict=True, reason=(
-    "cli.py: ExpressionCommand moves '-h' behind '--' as a leading-minus EXPR, so `gradcheck check -h` "
-    "checks the expression -h instead of showing help"))
-
-
 @pytest.mark.parametrize("args", [[], *([name] for name in COMMANDS)], ids=["gradcheck", *COMMANDS])
 @pytest.mark.parametrize("flag", ["--help", pytest.param("-h", id="-h")])
-def test_help_has_an_example(gradcheck, args, flag, request):
-    if flag == "-h" and args and args[0] in ("check", "graph"):
-        request.applymarker(MINUS_H_BUG)
+def test_help_has_an_example(gradcheck, args, flag):
     text = gradcheck(*args, flag).stdout
     assert text.startswith("Usage: ")
     examples = _examples(text)

@@ -339,15 +339,21 @@ def test_raised_depth_limit_never_gives_a_traceback(gradcheck, terms):
         assert result.exit_code == 2 and "nests too deeply" in first_line(result.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="api.py: an expression with no variables is reported as "
-                   "'--wrt is empty; name at least one variable' although no --wrt was given")
 def test_no_variables_is_reported_as_such(gradcheck):
     message = first_line(gradcheck.error("check", "2*3"))
     assert "--wrt" not in message and "variable" in message
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: --rows is a plain int; --rows -1 silently hides one "
-                   "element (order[:-1]) instead of being refused")
 def test_negative_rows_is_refused(gradcheck):
     stderr = gradcheck.error("check", "(x*3).sum()", "-v", "x=randn(5)", "--rows", "-1")
     assert "--rows" in stderr
+
+
+def test_float16_overflow_is_bad_input(gradcheck):
+    message = first_line(gradcheck.error("check", "clamp(x, max=1)", "-v", "x=70000", "--dtype", "float16"))
+    assert "'x' overflows float16" in message
+
+
+def test_unwritable_dot_path_prints_nothing(gradcheck, tmp_path):
+    stderr = gradcheck.error("graph", "x*2", "-v", "x=1", "--dot", str(tmp_path / "no" / "such" / "dir.dot"))
+    assert "cannot write" in stderr
