@@ -167,6 +167,14 @@ def _jacobian(out: Any, targets: list[Any]) -> list[np.ndarray]:
                          "a vector-Jacobian product instead, or reduce the output (e.g. .sum())")
     if out.numel() == 0:  # an empty output has an empty Jacobian
         return [np.zeros(tuple(out.shape) + tuple(t.shape)) for t in targets]
+    eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device).reshape((out.numel(), *out.shape))
+    try:  # every row at once (vmap over the backward); custom Functions may not support it
+        grads = torch.autograd.grad(out, targets, grad_outputs=eye, retain_graph=True, allow_unused=True,
+                                    is_grads_batched=True)
+        return [_to_numpy(g).reshape(tuple(out.shape) + tuple(t.shape)) if g is not None
+                else np.zeros(tuple(out.shape) + tuple(t.shape)) for g, t in zip(grads, targets)]
+    except (RuntimeError, NotImplementedError):
+        pass
     rows: list[list[np.ndarray]] = [[] for _ in targets]
     flat = out.reshape(-1)
     for i in range(flat.numel()):

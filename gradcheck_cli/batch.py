@@ -369,9 +369,14 @@ def _verdict(case: Case, result: CheckResult) -> tuple[str, str]:
     return Status.PASS, ""
 
 
-def _warm_up() -> None:
-    """Import torch once per process, so no case's time (or timeout) pays for it."""
-    import torch  # noqa: F401
+def _warm_up(threads: int | None = None) -> None:
+    """Import torch once per process, so no case's time (or timeout) pays for it.
+
+    Workers run one torch thread each: N workers × all cores' threads would oversubscribe the CPU.
+    """
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def _run_indexed(item: tuple[int, Case, float | None]) -> tuple[int, CaseResult]:
@@ -409,8 +414,11 @@ def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
     if jobs > 1 and len(cases) > 1:
         import multiprocessing
         context = multiprocessing.get_context("spawn")  # torch and fork do not mix
-        with context.Pool(min(jobs, len(cases)), initializer=_warm_up) as pool:
-            for index, result in pool.imap_unordered(_run_indexed, work):
+        workers = min(jobs, len(cases))
+        # small cases cost less than a round trip to a worker: send them in chunks
+        chunk = max(1, min(64, len(cases) // (workers * 8)))
+        with context.Pool(workers, initializer=_warm_up, initargs=(1,)) as pool:
+            for index, result in pool.imap_unordered(_run_indexed, work, chunksize=chunk):
                 results[index] = result
                 if progress:
                     progress(result)

@@ -41,11 +41,17 @@ class GradientResult:
     rel_error: np.ndarray
     tolerance: np.ndarray
     passed: np.ndarray
-    decided_by: np.ndarray
+    atol_decides: np.ndarray   # True where atol > rtol·|numeric| (the atol part of the rule decided)
     reasons: np.ndarray
     diagnosis: str = ""
     unreliable: np.ndarray | None = None  # outside tolerance, but the numeric estimate is as uncertain
     allow_unreliable: bool = False
+
+    @property
+    def decided_by(self) -> np.ndarray:
+        """Which rule decided each element: "atol", "rtol", or "order" (the Taylor method)."""
+        rule = np.where(self.atol_decides, "atol", "rtol")
+        return np.where(np.isnan(self.tolerance), "order", rule)
 
     @property
     def wrong(self) -> np.ndarray:
@@ -117,17 +123,20 @@ def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndar
         tolerance = atol + rtol * magnitude
         finite = np.isfinite(analytic) & np.isfinite(numeric)
         passed = finite & (abs_error <= tolerance)
-    decided_by = np.where(atol >= rtol * magnitude, "atol", "rtol")
-    reasons = np.full(analytic.shape, "", dtype=object)
-    for side, arr in (("analytic", analytic), ("numeric", numeric)):
-        reasons = np.where(np.isnan(arr), f"{side} gradient is nan", reasons)
-        reasons = np.where(np.isinf(arr), f"{side} gradient is inf", reasons)
     unreliable = ~passed & finite & (numeric_error * 2 >= abs_error)
-    reasons = np.where(unreliable & (reasons == ""),
-                       f"numeric estimate unreliable here (±{np.max(numeric_error, initial=0):.1e}); "
-                       "try --method richardson or another --eps", reasons)
+    if finite.all() and not unreliable.any():  # the common case: no reasons, and no 9M-object array
+        reasons = np.broadcast_to(np.array("", dtype=object), analytic.shape)
+        return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
+                              abs_error, rel_error, tolerance, passed, atol >= rtol * magnitude, reasons,
+                              diagnose(analytic, numeric, value, passed, atol), unreliable, allow_unreliable)
+    reasons = np.full(analytic.shape, "", dtype=object)  # filled by mask: cheap when few elements need one
+    reasons[unreliable] = (f"numeric estimate unreliable here (±{np.max(numeric_error, initial=0):.1e}); "
+                           "try --method richardson or another --eps")
+    for side, arr in (("analytic", analytic), ("numeric", numeric)):
+        reasons[np.isinf(arr)] = f"{side} gradient is inf"
+        reasons[np.isnan(arr)] = f"{side} gradient is nan"
     return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
-                          abs_error, rel_error, tolerance, passed, decided_by, reasons,
+                          abs_error, rel_error, tolerance, passed, atol >= rtol * magnitude, reasons,
                           diagnose(analytic, numeric, value, passed | unreliable, atol), unreliable,
                           allow_unreliable)
 
@@ -152,7 +161,7 @@ def compare_taylor(name: str, value: np.ndarray, analytic: np.ndarray, forward: 
     reasons = np.asarray(reasons, dtype=object)
     tolerance = np.full(analytic.shape, np.nan)
     return GradientResult(name, tuple(np.shape(value)), value, analytic, forward, abs_error, abs_error,
-                          rel_error, tolerance, passed, np.full(analytic.shape, "order", dtype=object), reasons,
+                          rel_error, tolerance, passed, np.zeros(analytic.shape, dtype=bool), reasons,
                           diagnose(analytic, forward, value, passed | unreliable, 0.0), unreliable,
                           allow_unreliable)
 

@@ -55,8 +55,9 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
     shown = order[:max_rows] if max_rows else order
     flat = {k: v.reshape(-1) for k, v in (("a", r.analytic), ("n", r.numeric), ("abs", r.abs_error),
                                            ("rel", r.rel_error), ("tol", r.tolerance), ("ok", r.passed),
-                                           ("rule", r.decided_by), ("why", r.reasons),
-                                           ("unsure", r.passed | ~r.wrong))}
+                                           ("why", r.reasons), ("unsure", r.passed | ~r.wrong))}
+    rule = r.decided_by.reshape(-1)[shown] if shown.size else np.array([])
+    rules = dict(zip((int(i) for i in shown), rule))
     values = np.asarray(r.value).reshape(-1)
     for k in sorted(int(i) for i in shown):
         value = values[k % max(values.size, 1)] if values.size else float("nan")
@@ -66,7 +67,7 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
             verdict.append(f" {flat['why'][k]}", style="gc.warn")
         table.add_row(_index_text(k, grid_shape), _num(value, 6), _num(flat["a"][k]), _num(flat["n"][k]),
                       _err(flat["abs"][k]), _err(flat["rel"][k]),
-                      f"{flat['tol'][k]:.1e} {flat['rule'][k]}" if np.isfinite(flat["tol"][k]) else flat["rule"][k],
+                      f"{flat['tol'][k]:.1e} {rules[k]}" if np.isfinite(flat["tol"][k]) else rules[k],
                       verdict)
     notes = [f"diagnosis: {r.diagnosis}"] if r.diagnosis else []
     hidden = order.size - len(shown)
