@@ -30,9 +30,6 @@ class Backend:
     def detach(self, node: Call, value: Any) -> Any:
         raise NotImplementedError
 
-    def shape(self, value: Any) -> tuple[int, ...]:
-        raise NotImplementedError
-
 
 class TorchBackend(Backend):
     """Plain torch tensors on one dtype and device; autograd records the graph."""
@@ -52,9 +49,6 @@ class TorchBackend(Backend):
 
     def detach(self, node: Call, value: Any) -> Any:
         return value.detach()
-
-    def shape(self, value: Any) -> tuple[int, ...]:
-        return tuple(value.shape)
 
 
 class NumpyBackend(Backend):
@@ -86,9 +80,6 @@ class NumpyBackend(Backend):
             self.held[id(node)] = value
             return value
         return self.held[id(node)]
-
-    def shape(self, value: Any) -> tuple[int, ...]:
-        return tuple(np.shape(value))[1:]
 
 
 def _grow(x: np.ndarray, rank: int) -> np.ndarray:

@@ -46,9 +46,6 @@ class _StructBackend(Backend):
 
     name = "structure"
 
-    def __init__(self, table: Mapping[str, OpSpec]):
-        self.table = table
-
     def lift(self, number: float) -> Struct:
         return Struct.CONST
 
@@ -66,7 +63,7 @@ class _StructBackend(Backend):
 def _tag(program: Program, table: Mapping[str, OpSpec], name: str, start: int) -> tuple[dict, Walker]:
     env: dict[str, Any] = {n: Struct.CONST for n in (*program.inputs, *program.intermediates)}
     env[name] = Struct.ALIGNED
-    return env, Walker(program, table, _StructBackend(table))
+    return env, Walker(program, table, _StructBackend())
 
 
 def plan(program: Program, table: Mapping[str, OpSpec], name: str, start: int) -> Plan:

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..compare import CheckResult, GradientResult, plain
 from ..graph import to_dict
 
-if False:  # typing only; importing batch here would be circular
+if TYPE_CHECKING:  # importing batch at run time would be circular
     from ..batch import BatchResult
 
 
