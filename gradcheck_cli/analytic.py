@@ -56,8 +56,7 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     out, env, leaves = _build(program, table, inputs, wrt, dtype, device, calls)
     names = {id(t): name for name, t in leaves.items()}
     graph = read_graph(out.grad_fn, names)
-    inter = tuple(n for n in program.intermediates
-                  if isinstance(env[n], torch.Tensor) and env[n].requires_grad and env[n] is not out)
+    inter = _distinct_intermediates(program, env, out)
     targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
     mode, weights = _mode(out, grad_output, dtype, device)
     if mode is Mode.JACOBIAN:
@@ -92,6 +91,25 @@ def _hessian(out: Any, weights: Any, x: Any) -> np.ndarray:
         (row,) = torch.autograd.grad(flat[j], x, retain_graph=True, allow_unused=True)
         rows.append(np.zeros(tuple(x.shape)) if row is None else _to_numpy(row))
     return np.stack(rows).reshape(tuple(x.shape) * 2) if rows else np.zeros(tuple(x.shape) * 2)
+
+
+def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> tuple[str, ...]:
+    """Assigned names that are computed tensors of their own.
+
+    An alias (`y = x`, `w = z`) is the same tensor as what it names, so torch.autograd.grad(out, y)
+    would count every use of x, while perturbing y alone counts only the uses of y: such names are left
+    out, and the first binding of a tensor carries its gradient.
+    """
+    import torch
+
+    seen = {id(out)} | {id(env[n]) for n in program.inputs}
+    names = []
+    for name in program.intermediates:
+        value = env[name]
+        if isinstance(value, torch.Tensor) and value.requires_grad and id(value) not in seen:
+            names.append(name)
+        seen.add(id(value))
+    return tuple(names)
 
 
 def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],

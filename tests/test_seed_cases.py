@@ -174,3 +174,15 @@ def test_leading_minus_through_the_console_script():
     from helpers import strict_json
     data = strict_json(done.stdout)
     assert_allclose(data["inputs"]["p"]["analytic"], [-2.5, -1 / 1.4], **EXACT)
+
+
+def test_an_alias_is_not_reported_as_its_own_intermediate():
+    # y = x is x itself: torch.autograd.grad(out, y) would count every use of x
+    from gradcheck_cli import check
+    r = check("y = x; z = y*2 + x; z.sum()", x=[1.0, 2.0])
+    assert r.ok
+    assert list(r.intermediates) == ["z"]
+    np.testing.assert_allclose(r.inputs["x"].analytic, [3.0, 3.0], rtol=1e-15)
+    w = check("z = x*2; w = z; (w + z).sum()", x=[1.0, 2.0])
+    assert w.ok and list(w.intermediates) == ["z"]
+    np.testing.assert_allclose(w.intermediates["z"].numeric, [2.0, 2.0], rtol=1e-14)
