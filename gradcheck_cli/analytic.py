@@ -38,7 +38,8 @@ class Analytic:
 
 
 def _to_numpy(t: Any) -> np.ndarray:
-    return t.detach().to("cpu", dtype=__import__("torch").float64).numpy()
+    import torch
+    return t.detach().to("cpu", dtype=torch.float64).numpy()
 
 
 def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],

@@ -149,7 +149,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                             getattr(torch, options.dtype), options.device, grad_output, options.order)
     method = choose_method(options.method, prep.program, prep.table)
     engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
-    for index, value in engine.statement_values().items():
+    for index, value in engine.values.items():
         if not np.all(np.isfinite(value)):
             raise non_finite_error(prep.program, index, value, "float64")
     default_atol, default_rtol = DEFAULT_TOLERANCES[options.dtype]

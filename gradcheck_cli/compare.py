@@ -126,15 +126,13 @@ def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndar
     unreliable = ~passed & finite & (numeric_error * 2 >= abs_error)
     if finite.all() and not unreliable.any():  # the common case: no reasons, and no 9M-object array
         reasons = np.broadcast_to(np.array("", dtype=object), analytic.shape)
-        return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
-                              abs_error, rel_error, tolerance, passed, atol >= rtol * magnitude, reasons,
-                              diagnose(analytic, numeric, value, passed, atol), unreliable, allow_unreliable)
-    reasons = np.full(analytic.shape, "", dtype=object)  # filled by mask: cheap when few elements need one
-    reasons[unreliable] = (f"numeric estimate unreliable here (±{np.max(numeric_error, initial=0):.1e}); "
-                           "try --method richardson or another --eps")
-    for side, arr in (("analytic", analytic), ("numeric", numeric)):
-        reasons[np.isinf(arr)] = f"{side} gradient is inf"
-        reasons[np.isnan(arr)] = f"{side} gradient is nan"
+    else:
+        reasons = np.full(analytic.shape, "", dtype=object)  # filled by mask: cheap when few need one
+        reasons[unreliable] = (f"numeric estimate unreliable here (±{np.max(numeric_error, initial=0):.1e}); "
+                               "try --method richardson or another --eps")
+        for side, arr in (("analytic", analytic), ("numeric", numeric)):
+            reasons[np.isinf(arr)] = f"{side} gradient is inf"
+            reasons[np.isnan(arr)] = f"{side} gradient is nan"
     return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
                           abs_error, rel_error, tolerance, passed, atol >= rtol * magnitude, reasons,
                           diagnose(analytic, numeric, value, passed | unreliable, atol), unreliable,

@@ -164,9 +164,16 @@ class NumericEngine:
         # what one batch row costs: every statement value, several times over for temporaries
         self.row_bytes = 8 * (2 if self.is_complex else 1) * 4 * max(sum(sizes), 1)
 
-    def statement_values(self) -> dict[int, np.ndarray]:
-        """The value of every statement at the unperturbed point (float64)."""
-        return self.values
+    def _contracted(self, name: str, start: int, weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """batch of values of `name` → batch of scalars Σ weights·output."""
+        f = self._function(name, start)
+        out_shape = self.output.shape
+        w = np.broadcast_to(weights, out_shape)
+        axes = tuple(range(1, 1 + len(out_shape)))
+
+        def s(batch: np.ndarray) -> np.ndarray:
+            return np.sum(np.broadcast_to(f(batch), (batch.shape[0],) + out_shape) * w, axis=axes)
+        return s
 
     def derivative(self, name: str, start: int, weights: np.ndarray | None) -> Derivative:
         """d output / d name, numerically.
@@ -255,13 +262,7 @@ class NumericEngine:
         """
         base = self.envs[0][name][0]
         n = base.size
-        f = self._function(name, 0)
-        out_shape = self.output.shape
-        w = np.broadcast_to(weights, out_shape)
-        axes = tuple(range(1, 1 + len(out_shape)))
-
-        def s(batch: np.ndarray) -> np.ndarray:
-            return np.sum(np.broadcast_to(f(batch), (batch.shape[0],) + out_shape) * w, axis=axes)
+        s = self._contracted(name, 0, weights)
 
         def gradients(points: np.ndarray) -> np.ndarray:
             """Numeric gradient of s at each row of points (P, n) → (P, n)."""
@@ -302,14 +303,8 @@ class NumericEngine:
         stands above rounding noise, the smallest four (nan when too few do: s is linear there).
         """
         base = self.envs[start][name][0]
-        out_shape = self.output.shape
-        g = self._function(name, start)
-        w = np.broadcast_to(weights, out_shape)
-        axes = tuple(range(1, 1 + len(out_shape)))
-
-        def s(batch: np.ndarray) -> np.ndarray:
-            return np.sum(np.broadcast_to(g(batch), (batch.shape[0],) + out_shape) * w, axis=axes)
-
+        w = np.broadcast_to(weights, self.output.shape)
+        s = self._contracted(name, start, weights)
         s0 = float(np.sum(self.output * w))
         flat, grad = base.reshape(-1), analytic.reshape(-1)
         scale = np.maximum(np.abs(flat), 1.0)

@@ -18,7 +18,7 @@ def _number(x: float | None) -> Any:
 
 
 def gradient_dict(r: GradientResult) -> dict[str, Any]:
-    failing = [_index(i, r.passed.shape) for i in np.flatnonzero(~r.passed.reshape(-1))]
+    failing = np.flatnonzero(~r.passed.reshape(-1))
     entry = {
         "shape": list(r.shape), "value": plain(r.value),
         "analytic": plain(r.analytic), "numeric": plain(r.numeric),
@@ -31,14 +31,13 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
         entry["unreliable"] = unsure
     if r.diagnosis:
         entry["diagnosis"] = r.diagnosis
-    if failing:
+    if failing.size:
         reasons = r.reasons.reshape(-1)
-        flat_fail = np.flatnonzero(~r.passed.reshape(-1))
         entry["failures"] = [
-            {"index": idx, "analytic": plain(r.analytic.reshape(-1)[k]), "numeric": plain(r.numeric.reshape(-1)[k]),
+            {"index": _index(k, r.passed.shape), "analytic": plain(r.analytic.reshape(-1)[k]), "numeric": plain(r.numeric.reshape(-1)[k]),
              "abs_error": plain(r.abs_error.reshape(-1)[k]), "tolerance": plain(r.tolerance.reshape(-1)[k]),
              "reason": reasons[k] or "outside tolerance"}
-            for idx, k in zip(failing, flat_fail)
+            for k in failing
         ]
     return entry
 
