@@ -44,10 +44,13 @@ class Derivative:
 
 # A method turns "evaluate f at x + these offsets" into (derivative, error). `to_out` maps steps
 # (one per perturbed element) onto the probe's outputs, so the same method serves column-by-column
-# probing and all-at-once probing of elementwise structure.
+# probing and all-at-once probing of elementwise structure; `to_in` maps back, each element taking the
+# smallest over the outputs it reaches (so a step found safe for every one of them).
 Probe = Callable[[list[np.ndarray]], list[np.ndarray]]
 ToOut = Callable[[np.ndarray], np.ndarray]
-Method = Callable[[Probe, np.ndarray, float | None, ToOut], tuple[np.ndarray, np.ndarray]]
+ToIn = Callable[[np.ndarray], np.ndarray]
+Method = Callable[[Probe, np.ndarray, "float | None", ToOut, ToIn], tuple[np.ndarray, np.ndarray]]
+_EDGE_PASSES = 3  # ladders tried, each starting below the last step that left the domain
 
 
 def _exact_steps(x: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -55,60 +58,102 @@ def _exact_steps(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return (x + h) - x
 
 
-def _central_at(probe: Probe, x: np.ndarray, h: np.ndarray, levels: int, to_out: ToOut) -> tuple[list, list]:
-    """Central differences at steps h, h/2, ...; also |f|/h, which bounds the rounding error."""
-    steps = [_exact_steps(x, h / 2**k) for k in range(levels)]
-    outs = probe([s for s in steps] + [-s for s in steps])
-    diffs, scale = [], 0.0
-    for k, s in enumerate(steps):
-        plus, minus = outs[k], outs[levels + k]
-        diffs.append((plus - minus) / (2 * to_out(s)))
-        scale = np.maximum(scale, np.maximum(np.abs(plus), np.abs(minus)))
-    return diffs, [scale / to_out(s) for s in steps]
-
-
-def central(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) -> tuple[np.ndarray, np.ndarray]:
+def central(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
+            to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
+    """(f(x+h) − f(x−h)) / 2h, h ≈ eps^(1/3)·max(|x|, 1); the estimate at 2h bounds the truncation error.
+    Where a step leaves the domain (nan: log, sqrt near 0), the edge is nearer than h, so no difference at
+    this step can be trusted: those elements are redone by `richardson`, which steps below the edge."""
     h = np.full_like(x, eps) if eps else np.cbrt(_EPS) * np.maximum(np.abs(x), 1.0)
-    # levels h and h/2: the difference of the two estimates bounds the truncation error
-    (coarse, fine), (_, rounding) = _central_at(probe, x, h * 2, 2, to_out)
-    return fine, np.abs(fine - coarse) / 3 + _EPS * rounding
+    steps = [_exact_steps(x, h * 2), _exact_steps(x, h)]
+    plus2, plus1, minus2, minus1 = probe(steps + [-s for s in steps])
+    s2, s1 = to_out(steps[0]), to_out(steps[1])
+    coarse, fine = (plus2 - minus2) / (2 * s2), (plus1 - minus1) / (2 * s1)
+    error = np.abs(fine - coarse) / 3 + _EPS * np.maximum(np.abs(plus1), np.abs(minus1)) / s1
+    crossed = ~(np.isfinite(coarse) & np.isfinite(fine))
+    if crossed.any():
+        value, estimate = richardson(probe, x, eps, to_out, to_in)
+        fine, error = np.where(crossed, value, fine), np.where(crossed, estimate, error)
+    return fine, error
 
 
-def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences on a ladder of steps h·4^-k, each run of 3 extrapolated (Richardson);
-    every element takes the extrapolation with the smallest error estimate, so the step adapts to the
-    function's own scale (sin at 1e8 needs h near 1, x³ at 1e5 needs h near 1e2)."""
-    levels = _RICHARDSON_LEVELS if eps is None else 4
-    h = np.full_like(x, eps) if eps else 1e-1 * np.maximum(np.abs(x), 1.0)
-    steps = [_exact_steps(x, h / _RATIO**k) for k in range(levels)]
-    outs = probe(steps + [-s for s in steps])
-    diffs, rounding = [], []
-    for k, step in enumerate(steps):
-        plus, minus = outs[k], outs[levels + k]
-        diffs.append((plus - minus) / (2 * to_out(step)))
-        rounding.append(_EPS * np.maximum(np.abs(plus), np.abs(minus)) / to_out(step))
+def _extrapolate(diffs: list[np.ndarray], rounding: list[np.ndarray],
+                 powers: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A Richardson tableau over a ladder of steps h·r^-k, eliminating the error terms h^p, p in powers
+    (2, 4 for central differences; 1, 2, 3 for one-sided ones). Every element keeps the extrapolation
+    whose error estimate (last correction + rounding + disagreement with its neighbour) is smallest;
+    a non-finite one (a step that left the domain) never wins."""
     table = [diffs]
-    for j in range(1, 3):  # R[j][k] = (r^2j R[j-1][k+1] − R[j-1][k]) / (r^2j − 1)
-        c = _RATIO ** (2 * j)
+    for p in powers:  # R[j][k] = (r^p R[j-1][k+1] − R[j-1][k]) / (r^p − 1)
+        c = _RATIO ** p
         prev = table[-1]
         table.append([(c * prev[k + 1] - prev[k]) / (c - 1) for k in range(len(prev) - 1)])
-    best = err = score = None
-    for k in range(1, len(table[2])):
-        candidate = table[2][k]
-        estimate = (np.abs(candidate - table[1][k + 1]) + 10 * rounding[k + 2]
-                    + np.abs(candidate - table[2][k - 1]))
-        # steps that cross a domain edge give nan, which never wins
-        rank = np.where(np.isfinite(estimate), estimate, np.inf)
-        if best is None:
-            best, err, score = candidate, estimate, rank
-        else:
-            better = rank < score
-            best, err = np.where(better, candidate, best), np.where(better, estimate, err)
-            score = np.where(better, rank, score)
+    last, before = table[-1], table[-2]
+    best = err = None
+    for k in range(1, len(last)):
+        estimate = (np.abs(last[k] - before[k + 1]) + 10 * rounding[k + len(powers)]
+                    + np.abs(last[k] - last[k - 1]))
+        best, err = (last[k], estimate) if best is None else _better(best, err, last[k], estimate)
     return best, np.where(np.isfinite(err), err, np.inf)
 
 
-def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut) -> tuple[np.ndarray, np.ndarray]:
+def _better(value: np.ndarray, error: np.ndarray, candidate: np.ndarray,
+            estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Element by element, whichever of two estimates has the smaller (finite) error estimate."""
+    rank = np.where(np.isfinite(error), error, np.inf)
+    wins = np.where(np.isfinite(estimate), estimate, np.inf) < rank
+    return np.where(wins, candidate, value), np.where(wins, estimate, error)
+
+
+def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
+               to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences on a ladder of steps h·4^-k, each run of 3 extrapolated (Richardson);
+    every element takes the extrapolation with the smallest error estimate, so the step adapts to the
+    function's own scale (sin at 1e8 needs h near 1, x³ at 1e5 needs h near 1e2).
+
+    Near a domain edge (log, sqrt, log1p near theirs) the larger steps leave the domain on one side. Those
+    elements also get one-sided differences from the side that stayed inside, extrapolated the same way,
+    and a new ladder that starts at the largest step that stayed inside on both sides, so no value used
+    ever comes from across the edge."""
+    levels = _RICHARDSON_LEVELS if eps is None else 4
+    h = np.full_like(x, eps) if eps else 1e-1 * np.maximum(np.abs(x), 1.0)
+    best = err = f0 = None
+    for _ in range(1 if eps else _EDGE_PASSES):
+        steps = [_exact_steps(x, h / _RATIO**k) for k in range(levels)]
+        outs = probe(steps + [-s for s in steps])
+        plus, minus = outs[:levels], outs[levels:]
+        widths = [np.broadcast_to(to_out(s), plus[0].shape) for s in steps]
+        diffs = [(p - m) / (2 * w) for p, m, w in zip(plus, minus, widths)]
+        rounding = [_EPS * np.maximum(np.abs(p), np.abs(m)) / w for p, m, w in zip(plus, minus, widths)]
+        value, error = _extrapolate(diffs, rounding, (2, 4))
+        best, err = (value, error) if best is None else _better(best, err, value, error)
+        inside_plus = np.stack([np.isfinite(p) for p in plus])
+        inside_minus = np.stack([np.isfinite(m) for m in minus])
+        inside = inside_plus & inside_minus
+        crossed = ~inside.all(axis=0)
+        if eps or not crossed.any():
+            break
+        if f0 is None:
+            (f0,) = probe([np.zeros_like(x)])
+        # steps beyond the edge's distance see the edge even from the safe side: only smaller ones count
+        first = np.where(inside.any(axis=0), np.argmax(inside, axis=0), levels)
+        for sign, side, ok in ((1, plus, inside_plus), (-1, minus, inside_minus)):
+            safe = crossed & ok.all(axis=0)
+            if safe.any():
+                one = [np.where(k >= first, sign * (o - f0) / w, np.nan)
+                       for k, (o, w) in enumerate(zip(side, widths))]
+                noise = [_EPS * np.maximum(np.abs(o), np.abs(f0)) / w for o, w in zip(side, widths)]
+                value, error = _extrapolate(one, noise, (1, 2, 3))
+                best, err = _better(best, err, value, np.where(safe, error, np.inf))
+        # the next ladder starts at the largest step inside on both sides (below the smallest, if none)
+        start = np.take_along_axis(np.stack(widths), np.minimum(first, levels - 1)[None], axis=0)[0]
+        start = np.where(first < levels, start, widths[-1] / _RATIO)
+        crossed_in = to_in(np.where(crossed, 0.0, 1.0)) == 0
+        h = np.where(crossed_in, to_in(np.where(crossed, start, np.inf)), h)
+    return best, err
+
+
+def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
+                 to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
     h = eps if eps else _COMPLEX_STEP
     (out,) = probe([np.full(x.shape, 1j * h)])
     value = np.imag(out) / h
@@ -239,8 +284,11 @@ class NumericEngine:
         def to_out(steps: np.ndarray) -> np.ndarray:
             return np.broadcast_to(steps.reshape(base.shape), out_shape)[None]
 
+        def to_in(values: np.ndarray) -> np.ndarray:
+            return unbroadcast(values[0], base.shape, np.minimum).reshape(-1)
+
         with np.errstate(all="ignore"):
-            d, err = self.method(probe, flat, self.eps, to_out)
+            d, err = self.method(probe, flat, self.eps, to_out, to_in)
         d, err = d[0], err[0]
         if weights is not None:
             w = np.broadcast_to(weights, out_shape)
@@ -363,6 +411,9 @@ class NumericEngine:
         def per_row(steps: np.ndarray) -> np.ndarray:  # one step per batch row, over that row's outputs
             return steps.reshape(steps.shape + (1,) * len(out_shape))
 
+        def from_rows(values: np.ndarray) -> np.ndarray:
+            return np.min(values.reshape(values.shape[0], -1), axis=1, initial=np.inf)
+
         flat = base.reshape(-1)
         n = flat.size
         if n == 0:  # an empty tensor: nothing to perturb, an empty derivative
@@ -374,7 +425,7 @@ class NumericEngine:
             cols = np.arange(lo, min(n, lo + chunk))
             probe = _make_probe(f, base, cols)
             with np.errstate(all="ignore"):
-                d, err = self.method(probe, flat[cols], self.eps, per_row)
+                d, err = self.method(probe, flat[cols], self.eps, per_row, from_rows)
             if weights is not None:  # contract over the output: a vector-Jacobian product
                 w = np.broadcast_to(weights, out_shape)
                 axes = tuple(range(1, d.ndim))

@@ -108,9 +108,10 @@ def reduction_weights(weights: np.ndarray, inner_shape: tuple[int, ...], op: str
     return w
 
 
-def unbroadcast(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum an array of a broadcast shape back down to `shape` (the adjoint of broadcasting)."""
+def unbroadcast(values: np.ndarray, shape: tuple[int, ...], reduce: np.ufunc = np.add) -> np.ndarray:
+    """Sum an array of a broadcast shape back down to `shape` (the adjoint of broadcasting); another
+    ufunc (np.minimum) reduces the broadcast copies its own way."""
     extra = values.ndim - len(shape)
-    out = values.sum(axis=tuple(range(extra))) if extra > 0 else values
+    out = reduce.reduce(values, axis=tuple(range(extra))) if extra > 0 else values
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and out.shape[i] != 1)
-    return out.sum(axis=axes, keepdims=True) if axes else out
+    return reduce.reduce(out, axis=axes, keepdims=True) if axes else out

@@ -186,3 +186,62 @@ def test_unused_input_whose_shape_does_not_broadcast_to_the_output(method):
     assert r.ok and r.mode == "jacobian"
     assert_allclose(r.inputs["w"].numeric, np.zeros((2, 3)), rtol=0, atol=1e-12)
     assert_allclose(r.inputs["q"].numeric, 3 * np.eye(2), rtol=1e-9, atol=1e-12)
+
+
+# ---- domain edges: steps must never use a value from across the edge ----
+
+EDGE_CASES = [  # (expression, sympy form, point): the point sits closer to a domain edge than any default step
+    ("log(x)", "log(x)", 1e-13),
+    ("log(x)", "log(x)", 1e-9),
+    ("sqrt(x)", "sqrt(x)", 1e-12),
+    ("x * sqrt(x)", "x*sqrt(x)", 1e-14),
+    ("log1p(x)", "log(1 + x)", -1 + 2**-30),
+    ("log(x - 3)", "log(x - 3)", 3 + 2**-35),
+    ("log(x) * relu(x)", "log(x)*x", 1e-10),
+]
+
+
+@pytest.mark.parametrize("method", ["richardson", "central"])
+@pytest.mark.parametrize("expr, exact, point", EDGE_CASES)
+def test_differences_near_a_domain_edge_are_accurate(expr, exact, point, method):
+    import sympy
+    s = sympy.Symbol("x")
+    want = float(sympy.diff(sympy.sympify(exact), s).evalf(40, subs={s: sympy.Float(point, 40)}))
+    r = check(expr, x=point, method=method)
+    assert r.ok, r.inputs["x"].reasons
+    # x − 3 near 3 keeps few significant bits of the distance; the rest are exact to ~1e-10
+    assert_allclose(r.inputs["x"].numeric, want, rtol=1e-7 if "- 3" in expr else 1e-10)
+    assert np.all(r.inputs["x"].numeric_error < 1e-6 * abs(want))
+
+
+def test_one_sided_ladder_uses_only_points_inside_the_domain():
+    # a probe that records every point it is asked for: the estimate must come out right even though
+    # the first ladder's larger steps leave the domain (nan there), and the final ladders stay inside
+    from gradcheck_cli.numeric import richardson
+    x = np.array([1e-12, 2.0])
+    asked = []
+
+    def probe(offsets):
+        asked.append([x + o for o in offsets])
+        with np.errstate(all="ignore"):
+            return [np.log(x + o) for o in offsets]
+
+    value, error = richardson(probe, x, None, lambda s: s, lambda v: v)
+    assert_allclose(value, 1 / x, rtol=1e-10)
+    assert np.all(error < 1e-8 / x)
+    assert len(asked) >= 2  # an edge pass ran
+    assert all(np.all(p[0] > 0) for p in asked[-1])  # the last ladder never left the domain
+    assert any(np.any(p[0] <= 0) for p in asked[0])  # while the first one did
+
+
+def test_away_from_edges_no_extra_pass_runs():
+    from gradcheck_cli.numeric import richardson
+    x = np.array([0.5, 2.0])
+    calls = []
+
+    def probe(offsets):
+        calls.append(len(offsets))
+        return [np.log(x + o) for o in offsets]
+
+    richardson(probe, x, None, lambda s: s, lambda v: v)
+    assert len(calls) == 1
