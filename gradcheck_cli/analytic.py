@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class Analytic:
     graph: GraphNode | None
     calls: tuple[tuple[Call, list[Any]], ...] = ()  # plugin op call sites and the tensors they got
     hessians: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # --order 2
+    # a projected Jacobian check: the output weights of each direction, shape (k, *output.shape);
+    # gradients then hold one VJP a direction, shape (k, *target.shape)
+    projection_weights: np.ndarray | None = None
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -44,8 +47,12 @@ def _to_numpy(t: Any) -> np.ndarray:
 
 def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                  wrt: tuple[str, ...], dtype: Any, device: str,
-                 grad_output: np.ndarray | None, order: int = 1) -> Analytic:
+                 grad_output: np.ndarray | None, order: int = 1, fast: bool | None = False,
+                 output_directions: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> Analytic:
     """Build the program in torch and differentiate its output.
+
+    In Jacobian mode with `fast` (or `fast` None and a Jacobian too large to build), the output is
+    contracted with the weights `output_directions(output shape)` gives, one VJP a direction, instead.
 
     Raises:
         InputError: a statement that is nan/inf, an output no variable reaches, a --grad-output of
@@ -60,7 +67,12 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     inter = _distinct_intermediates(program, env, out)
     targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
     mode, weights = _mode(out, grad_output, dtype, device)
-    if mode is Mode.JACOBIAN:
+    projection = None
+    if mode is Mode.JACOBIAN and output_directions is not None and (
+            fast or (fast is None and _jacobian_size(out, targets) > MAX_JACOBIAN_ELEMENTS)):
+        projection = output_directions(tuple(out.shape))
+        grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
+    elif mode is Mode.JACOBIAN:
         grads = _jacobian(out, targets)
     else:
         raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
@@ -72,7 +84,7 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
             raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
         hessians = {name: _hessian(out, weights, leaves[name]) for name in wrt}
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
-                    gradients, inter, graph, tuple(calls), hessians)
+                    gradients, inter, graph, tuple(calls), hessians, projection)
 
 
 def _hessian(out: Any, weights: Any, x: Any) -> np.ndarray:
@@ -176,28 +188,39 @@ def _mode(out: Any, grad_output: np.ndarray | None, dtype: Any, device: str) -> 
     return Mode.JACOBIAN, None
 
 
+def _jacobian_size(out: Any, targets: list[Any]) -> int:
+    return out.numel() * sum(t.numel() for t in targets)
+
+
 def _jacobian(out: Any, targets: list[Any]) -> list[np.ndarray]:
     """Row by row: d out[i] / d target, stacked to shape out.shape + target.shape."""
     import torch
 
-    total = out.numel() * sum(t.numel() for t in targets)
+    total = _jacobian_size(out, targets)
     if total > MAX_JACOBIAN_ELEMENTS:
         raise InputError(f"the full Jacobian would have {total:,} elements; pass --grad-output to check "
-                         "a vector-Jacobian product instead, or reduce the output (e.g. .sum())")
+                         "a vector-Jacobian product instead, reduce the output (e.g. .sum()), or use --fast")
     if out.numel() == 0:  # an empty output has an empty Jacobian
         return [np.zeros(tuple(out.shape) + tuple(t.shape)) for t in targets]
     eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device).reshape((out.numel(), *out.shape))
+    rows = _batched_vjp(out, targets, eye)
+    return [r.reshape(tuple(out.shape) + tuple(t.shape)) for r, t in zip(rows, targets)]
+
+
+def _batched_vjp(out: Any, targets: list[Any], weights: Any) -> list[np.ndarray]:
+    """One VJP per row of `weights` (shape (k, *out.shape)): arrays of shape (k, *target.shape)."""
+    import torch
+
     try:  # every row at once (vmap over the backward); custom Functions may not support it
-        grads = torch.autograd.grad(out, targets, grad_outputs=eye, retain_graph=True, allow_unused=True,
+        grads = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True,
                                     is_grads_batched=True)
-        return [_to_numpy(g).reshape(tuple(out.shape) + tuple(t.shape)) if g is not None
-                else np.zeros(tuple(out.shape) + tuple(t.shape)) for g, t in zip(grads, targets)]
+        return [_to_numpy(g) if g is not None else np.zeros((weights.shape[0], *t.shape))
+                for g, t in zip(grads, targets)]
     except (RuntimeError, NotImplementedError):
         pass
     rows: list[list[np.ndarray]] = [[] for _ in targets]
-    flat = out.reshape(-1)
-    for i in range(flat.numel()):
-        grads = torch.autograd.grad(flat[i], targets, retain_graph=True, allow_unused=True)
+    for w in weights:
+        grads = torch.autograd.grad(out, targets, grad_outputs=w, retain_graph=True, allow_unused=True)
         for k, (g, t) in enumerate(zip(grads, targets)):
             rows[k].append(_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)))
-    return [np.stack(r).reshape(tuple(out.shape) + tuple(t.shape)) for r, t in zip(rows, targets)]
+    return [np.stack(r) if r else np.zeros((0, *t.shape)) for r, t in zip(rows, targets)]

@@ -4,13 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import zlib
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
-from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, compare_taylor,
-                      versions, with_kinks)
+from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, compare_projected,
+                      compare_taylor, versions, with_kinks)
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
@@ -19,6 +20,9 @@ from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .values import default_value, resolve
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
+DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
+MAX_DIRECTIONS = 1_000
+FULL_CHECK_BUDGET = 2e11     # bytes through numpy (numeric.full_cost) above which auto goes projected, ~20 s
 METHOD_CHOICES = ("auto", *METHODS, TAYLOR)
 
 
@@ -40,12 +44,20 @@ class CheckOptions:
     inspect_ops: bool = True  # check each custom-op call site on its own (see custom.py)
     allow_unreliable: bool = False  # elements where the numeric side is unsure do not fail
     order: int = 1                  # 2 also checks the Hessian (double backward)
+    fast: bool | None = None        # projected check: True always, False never, None above a size
+    directions: int = DEFAULT_DIRECTIONS  # random directions of a projected check
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
         if self.order not in (1, 2):
             raise InputError(f"--order must be 1 or 2, not {self.order}")
+        if not 1 <= self.directions <= MAX_DIRECTIONS:
+            raise InputError(f"--directions must be between 1 and {MAX_DIRECTIONS}, not {self.directions}")
+        if self.fast and self.order == 2:
+            raise InputError("--order 2 checks every Hessian element; it cannot be combined with --fast")
+        if self.fast and self.method == TAYLOR:
+            raise InputError("--method taylor tests every element; it cannot be combined with --fast")
         if self.method not in METHOD_CHOICES:
             raise InputError(f"unknown method '{self.method}'; use one of {', '.join(METHOD_CHOICES)}")
         for name in ("eps", "atol", "rtol"):
@@ -146,7 +158,9 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     grad_output = None if options.grad_output is None else resolve(
         options.grad_output, "--grad-output", options.seed, options.limits)
     analytic = run_analytic(prep.program, prep.table, prep.inputs, prep.wrt,
-                            getattr(torch, options.dtype), options.device, grad_output, options.order)
+                            getattr(torch, options.dtype), options.device, grad_output, options.order,
+                            fast=None if options.fast is None and options.method != TAYLOR else bool(options.fast),
+                            output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape))
     method = choose_method(options.method, prep.program, prep.table)
     engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
     for index, value in engine.values.items():
@@ -162,8 +176,14 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     results = {}
     if method == TAYLOR and weights is None:
         raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
+    projected = analytic.projection_weights is not None or bool(options.fast) or (
+        options.fast is None and method != TAYLOR and options.order == 1
+        and sum(engine.full_cost(name, start) for name, start in starts.items()) > FULL_CHECK_BUDGET)
     for name, start in starts.items():
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]
+        if projected:
+            results[name] = _projected(engine, analytic, name, start, value, options, atol, rtol)
+            continue
         if method == TAYLOR:
             forward, orders = engine.taylor(name, start, weights, analytic.gradients[name])
             results[name] = compare_taylor(name, value, analytic.gradients[name], forward.value, orders,
@@ -190,6 +210,37 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         graph=analytic.graph, replay=replay_command(prep, options, method), versions=versions(),
         custom_ops=reports, blame=blame_line(reports), hessians=hessians,
     )
+
+
+def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """`count` random ±1 arrays of `shape` (int8, to stay small), the same for the same seed and name."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), 0x9E3779B9])
+    signs = rng.integers(0, 2, size=(count, *shape), dtype=np.int8)
+    return np.subtract(np.multiply(signs, 2, out=signs), 1, out=signs)
+
+
+def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np.ndarray,
+               options: CheckOptions, atol: float, rtol: float) -> GradientResult:
+    """A projected check of one input or intermediate: g·v against the numeric d/dt f(x + t·v)."""
+    gradient = analytic.gradients[name]
+    out_shape = analytic.output.shape
+    jacobian = analytic.mode is Mode.JACOBIAN
+    k = options.directions
+    elements = int(np.size(value)) * (int(np.prod(out_shape)) if jacobian else 1)
+    if jacobian:
+        weights = analytic.projection_weights
+        if weights is None:  # the full Jacobian was small enough to build: contract it the same way
+            weights = random_directions(options.seed, "", k, out_shape)
+            gradient = np.tensordot(weights, gradient, axes=len(out_shape))
+        gradient = gradient.reshape(k, -1)
+    else:
+        weights = analytic.weights
+        gradient = np.broadcast_to(gradient.reshape(1, -1), (k, gradient.size))
+    v = random_directions(options.seed, name, k, np.shape(value))
+    projected = np.array([g @ row.astype(np.float64) for g, row in zip(gradient, v.reshape(k, -1))])
+    numeric = engine.directional(name, start, weights, v)
+    return compare_projected(name, value, projected, numeric.value, numeric.error, atol, rtol, elements,
+                             jacobian, options.allow_unreliable)
 
 
 def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:
@@ -246,6 +297,10 @@ def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
         parts += ["--allow-unreliable"]
     if options.order != 1:
         parts += ["--order", str(options.order)]
+    if options.fast is not None:
+        parts += ["--fast" if options.fast else "--full"]
+    if options.directions != DEFAULT_DIRECTIONS:
+        parts += ["--directions", str(options.directions)]
     for plugin in options.plugins:
         parts += ["--plugin", plugin]
     return " ".join(shlex.quote(p) for p in parts)
@@ -271,7 +326,7 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
           method: str = "auto", eps: float | None = None, atol: float | None = None,
           rtol: float | None = None, plugins: Iterable[str] = (), device: str = "cpu",
           limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False, order: int = 1,
-          **variables: Any) -> CheckResult:
+          fast: bool | None = None, directions: int = DEFAULT_DIRECTIONS, **variables: Any) -> CheckResult:
     """Check the gradient of an expression, as `gradcheck check` does.
 
     Args:
@@ -280,6 +335,8 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
         grad_output: upstream gradient for a non-scalar output (a VJP); without it, the full Jacobian.
         wrt: the variables that get gradients ("a,b" or ["a", "b"]); the rest are constants.
         seed, dtype, method, eps, atol, rtol, plugins, device: as the CLI options.
+        fast: a projected check along `directions` random directions (True), every element (False), or
+            projected only when a full check would be too large (None, the default).
         **variables: variable values: numbers, lists, numpy arrays, tensors or SPEC strings.
 
     Returns:
@@ -291,7 +348,8 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
     values = {**variables, **(vars or {})}
     options = CheckOptions(grad_output=grad_output, wrt=split_names(wrt), seed=seed, dtype=dtype,
                            method=method, eps=eps, atol=atol, rtol=rtol, plugins=tuple(plugins),
-                           device=device, limits=limits, allow_unreliable=allow_unreliable, order=order)
+                           device=device, limits=limits, allow_unreliable=allow_unreliable, order=order,
+                           fast=fast, directions=directions)
     return run_check(expression, values, options)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .api import CheckOptions, run_check, split_names
+from .api import DEFAULT_DIRECTIONS, CheckOptions, run_check, split_names
 from .compare import CheckResult
 from .errors import ExitStatus, InputError
 
@@ -31,7 +31,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_TIMEOUT = 60.0
-_OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable")
+_OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable",
+                "fast", "directions")
 _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
@@ -180,7 +181,8 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
             method=_typed(merged, "method", str, "auto"), eps=_number(merged, "eps"),
             atol=_number(merged, "atol"), rtol=_number(merged, "rtol"),
             plugins=tuple(plugins) + tuple(refs), device=_typed(merged, "device", str, "cpu"),
-            allow_unreliable=_typed(merged, "allow_unreliable", bool, False))
+            allow_unreliable=_typed(merged, "allow_unreliable", bool, False),
+            fast=_typed(merged, "fast", bool, None), directions=_typed(merged, "directions", int, DEFAULT_DIRECTIONS))
         return Case(path, line, name, expr, values, options, expect, xfail)
     except InputError as err:
         return Case(path, line, name, problem=err.message)
@@ -224,7 +226,9 @@ def _number(table: dict, key: str) -> float | None:
 
 _TXT_OPTIONS = {"-v": "var", "--var": "var", "--grad-output": "grad_output", "--wrt": "wrt", "--seed": "seed",
                 "--dtype": "dtype", "--method": "method", "--eps": "eps", "--atol": "atol", "--rtol": "rtol",
-                "--plugin": "plugin", "--device": "device", "--name": "name", "--xfail": "xfail"}
+                "--plugin": "plugin", "--device": "device", "--name": "name", "--xfail": "xfail",
+                "--directions": "directions"}
+_TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unreliable": ("allow_unreliable", True)}
 
 
 def _load_txt(path: str, text: str, plugins: tuple[str, ...]) -> list[Case]:
@@ -250,6 +254,11 @@ def _txt_case(path: str, line: int, row: str, plugins: tuple[str, ...]) -> Case:
         position = 0
         while position < len(tokens):
             token = tokens[position]
+            if token in _TXT_FLAGS:
+                flag, setting = _TXT_FLAGS[token]
+                fields[flag] = setting
+                position += 1
+                continue
             key = _TXT_OPTIONS.get(token.split("=", 1)[0] if token.startswith("--") else token)
             if key is None:
                 if expr is not None:
@@ -283,7 +292,9 @@ def _txt_case(path: str, line: int, row: str, plugins: tuple[str, ...]) -> Case:
             seed=_parse(int, fields, "seed", 0), dtype=fields.get("dtype", "float64"),
             method=fields.get("method", "auto"), eps=_parse(float, fields, "eps", None),
             atol=_parse(float, fields, "atol", None), rtol=_parse(float, fields, "rtol", None),
-            plugins=tuple(plugins) + tuple(fields["plugin"]), device=fields.get("device", "cpu"))
+            plugins=tuple(plugins) + tuple(fields["plugin"]), device=fields.get("device", "cpu"),
+            allow_unreliable=fields.get("allow_unreliable", False), fast=fields.get("fast"),
+            directions=_parse(int, fields, "directions", DEFAULT_DIRECTIONS))
         return Case(path, line, name, expr, values, options, {}, fields.get("xfail"))
     except InputError as err:
         return Case(path, line, name, problem=err.message)

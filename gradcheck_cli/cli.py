@@ -141,6 +141,12 @@ def check_options(fn: Callable) -> Callable:
                       help="2 also checks second derivatives (double backward) as an element-wise Hessian.")(fn)
     fn = click.option("--allow-unreliable", is_flag=True,
                       help="Elements where the numeric estimate is itself unsure do not fail the check.")(fn)
+    fn = click.option("--fast/--full", default=None,
+                      help="Projected check along random ±1 directions, with a statement of what it covers "
+                           "(--fast), or every element (--full). Default: projected only when a full check "
+                           "would be too large.")(fn)
+    fn = click.option("--directions", type=click.IntRange(1, 1000), default=16, show_default=True,
+                      help="Random directions of a projected check.")(fn)
     return fn
 
 
@@ -161,7 +167,8 @@ def _options(kw: dict[str, Any]):
                         seed=kw["seed"], dtype=kw["dtype"][0], method=kw.get("method", "auto"),
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
                         plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits,
-                        allow_unreliable=kw.get("allow_unreliable", False), order=kw.get("order", 1))
+                        allow_unreliable=kw.get("allow_unreliable", False), order=kw.get("order", 1),
+                        fast=kw.get("fast"), directions=kw.get("directions", 16))
 
 
 def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:

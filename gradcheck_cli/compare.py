@@ -24,6 +24,29 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
 
 
 @dataclasses.dataclass(frozen=True)
+class Projection:
+    """What a projected check (`--fast`) covers: k random ±1 directions instead of every element.
+
+    A single wrong element shifts every projection by exactly its error, so one off by more than
+    `caught_above` (the largest tolerance among the directions) is caught for certain. Errors that
+    include one that large slip through only if they cancel in every direction: at most 1/2 a
+    direction for a gradient or VJP, 3/4 for a Jacobian (output weights random too), so `slip_chance`
+    is (1/2)^k or (3/4)^k.
+    """
+
+    directions: int
+    elements: int          # what a full check would have compared
+    caught_above: float
+    slip_chance: float
+
+    def statement(self) -> str:
+        return (f"projected check: {self.directions} random ±1 directions instead of {self.elements:,} elements; "
+                f"a single wrong element off by more than {self.caught_above:.1e} is caught for certain; errors "
+                f"that include one that large slip through only by cancelling in every direction "
+                f"(chance ≤ {self.slip_chance:.1e})")
+
+
+@dataclasses.dataclass(frozen=True)
 class GradientResult:
     """The check of one input's (or intermediate's) gradient, element by element.
 
@@ -46,6 +69,7 @@ class GradientResult:
     diagnosis: str = ""
     unreliable: np.ndarray | None = None  # outside tolerance, but the numeric estimate is as uncertain
     allow_unreliable: bool = False
+    projection: Projection | None = None  # --fast: the arrays hold one projection a direction
 
     @property
     def decided_by(self) -> np.ndarray:
@@ -108,6 +132,10 @@ class CheckResult:
     def results(self) -> list[GradientResult]:
         return [*self.inputs.values(), *self.intermediates.values()]
 
+    @property
+    def projected(self) -> bool:
+        return any(r.projection is not None for r in self.results())
+
 
 def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndarray,
             numeric_error: np.ndarray, atol: float, rtol: float, allow_unreliable: bool = False) -> GradientResult:
@@ -137,6 +165,19 @@ def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndar
                           abs_error, rel_error, tolerance, passed, atol >= rtol * magnitude, reasons,
                           diagnose(analytic, numeric, value, passed | unreliable, atol), unreliable,
                           allow_unreliable)
+
+
+def compare_projected(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndarray,
+                      numeric_error: np.ndarray, atol: float, rtol: float, elements: int, jacobian: bool,
+                      allow_unreliable: bool = False) -> GradientResult:
+    """Judge projections (one a direction) by the same rule as elements; say what that covers."""
+    per_direction = compare(name, np.arange(analytic.size, dtype=np.float64), analytic, numeric, numeric_error,
+                            atol, rtol, allow_unreliable)
+    k = int(analytic.size)
+    projection = Projection(k, elements, float(np.max(per_direction.tolerance, initial=0.0)),
+                            (0.75 if jacobian else 0.5) ** k)
+    return dataclasses.replace(per_direction, shape=tuple(np.shape(value)), value=value, diagnosis="",
+                               projection=projection)
 
 
 TAYLOR_RIGHT, TAYLOR_WRONG = 1.7, 1.3  # fitted remainder orders: ≈2 when right, ≈1 when wrong

@@ -302,6 +302,46 @@ class NumericEngine:
         error[rows, owner] = err.reshape(-1)
         return Derivative(value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape))
 
+    def full_cost(self, name: str, start: int) -> float:
+        """Roughly the bytes a full per-element check of `name` pushes through numpy (all probes)."""
+        how = plan(self.program, self.table, name, start)
+        if how.kind == "zero":
+            return 0.0
+        columns = 1 if how.kind in ("aligned", "reduced") else self.envs[start][name][0].size
+        return float(columns) * self.row_bytes * _probe_count(self.method)
+
+    def directional(self, name: str, start: int, weights: np.ndarray, directions: np.ndarray) -> Derivative:
+        """d/dt Σ weights_i·output(name + t·directions_i) at t = 0, one per direction: shape (k,).
+
+        Args:
+            weights: the output weights, shape (k, *output.shape) or one set for every direction.
+            directions: shape (k, *name.shape).
+        Evaluations are batched in chunks under the memory budget, so any size fits.
+        """
+        base = self.envs[start][name][0]
+        f = self._function(name, start)
+        k, out_shape = directions.shape[0], self.output.shape
+        w = np.broadcast_to(weights, (k,) + out_shape).reshape(k, -1)
+        v = directions.reshape(k, -1)
+        per_call = max(1, self.memory_budget // self.row_bytes)
+
+        def probe(offsets: list[np.ndarray]) -> list[np.ndarray]:
+            dtype = np.complex128 if any(np.iscomplexobj(o) for o in offsets) else np.float64
+            jobs = np.array([(r, i) for r in range(len(offsets)) for i in range(k)])
+            sums = np.zeros((len(offsets), k), dtype=dtype)
+            for lo in range(0, len(jobs), per_call):
+                r, i = jobs[lo:lo + per_call].T
+                steps = np.array([offsets[a][b] for a, b in zip(r, i)], dtype=dtype)
+                batch = (base.reshape(1, -1) + steps[:, None] * v[i]).reshape((-1,) + base.shape)
+                out = np.broadcast_to(f(batch), (len(r),) + out_shape).reshape(len(r), -1)
+                sums[r, i] = np.sum(out * w[i], axis=1)
+            return list(sums)
+
+        scale = np.full(k, max(float(np.max(np.abs(base), initial=0.0)), 1.0))
+        with np.errstate(all="ignore"):
+            value, error = self.method(probe, scale, self.eps, lambda s: s, lambda s: s)
+        return Derivative(np.real(value), error)
+
     def hessian(self, name: str, weights: np.ndarray) -> Derivative:
         """d²s/dx² for s = Σ weights·output, x an input: shape x.shape + x.shape.
 

@@ -26,6 +26,11 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
         "max_abs_error": _number(r.max_abs_error), "max_rel_error": _number(r.max_rel_error),
         "ok": r.ok,
     }
+    if r.projection is not None:  # analytic and numeric hold one projection a direction
+        entry["projection"] = {"directions": r.projection.directions, "elements": r.projection.elements,
+                               "caught_above": plain(r.projection.caught_above),
+                               "slip_chance": plain(r.projection.slip_chance),
+                               "statement": r.projection.statement()}
     unsure = int((~r.passed & ~r.wrong).sum())
     if unsure:
         entry["unreliable"] = unsure

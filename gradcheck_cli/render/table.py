@@ -46,6 +46,8 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
     title = Text.assemble((r.name, "gc.name"), f"  shape {list(r.shape)}  ", status)
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, expand=False)
     first = {"jacobian": "d out[i] / d " + r.name + "[j]", "hessian": f"d² / d{r.name}[j] d{r.name}[k]"}.get(mode, "index")
+    if r.projection is not None:
+        first = "direction"
     for header, justify in ((first, "left"), ("value", "right"), ("analytic", "right"),
                             ("numeric", "right"), ("abs err", "right"), ("rel err", "right"),
                             ("tol rule", "right"), ("verdict", "left")):
@@ -65,11 +67,14 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
             Text("UNRELIABLE", style="gc.warn") if flat["unsure"][k] else Text("FAIL", style="gc.fail"))
         if flat["why"][k]:
             verdict.append(f" {flat['why'][k]}", style="gc.warn")
-        table.add_row(_index_text(k, grid_shape), _num(value, 6), _num(flat["a"][k]), _num(flat["n"][k]),
+        table.add_row(_index_text(k, grid_shape), "" if r.projection else _num(value, 6),
+                      _num(flat["a"][k]), _num(flat["n"][k]),
                       _err(flat["abs"][k]), _err(flat["rel"][k]),
                       f"{flat['tol'][k]:.1e} {rules[k]}" if np.isfinite(flat["tol"][k]) else rules[k],
                       verdict)
     notes = [f"diagnosis: {r.diagnosis}"] if r.diagnosis else []
+    if r.projection is not None:
+        notes.append(r.projection.statement())
     hidden = order.size - len(shown)
     if hidden:
         failing_hidden = int((~r.passed.reshape(-1)[order[len(shown):]]).sum())
@@ -113,8 +118,8 @@ def verdict_line(result: CheckResult) -> Text:
     failing = sum(r.failures for r in result.results())
     total = sum(r.passed.size for r in result.results())
     text = Text("PASS " if result.ok else "FAIL ", style="gc.ok" if result.ok else "gc.fail")
-    text.append(f"all {total} gradient elements agree" if not failing else
-                f"{failing} of {total} gradient elements disagree")
+    what = "projections" if result.projected else "gradient elements"
+    text.append(f"all {total} {what} agree" if not failing else f"{failing} of {total} {what} disagree")
     checks = [f for r in result.custom_ops for f in r.findings]
     if checks:
         bad = sum(not f.ok for f in checks)
