@@ -11,7 +11,7 @@ import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
 from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, compare_projected,
-                      compare_taylor, versions, with_kinks)
+                      compare_taylor, default_tolerances, versions, with_kinks)
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
@@ -166,7 +166,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     for index, value in engine.values.items():
         if not np.all(np.isfinite(value)):
             raise non_finite_error(prep.program, index, value, "float64")
-    default_atol, default_rtol = DEFAULT_TOLERANCES[options.dtype]
+    default_atol, default_rtol = default_tolerances(options.dtype, method)
     atol = default_atol if options.atol is None else options.atol
     rtol = default_rtol if options.rtol is None else options.rtol
     weights = analytic.weights

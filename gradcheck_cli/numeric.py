@@ -459,7 +459,10 @@ class NumericEngine:
         if n == 0:  # an empty tensor: nothing to perturb, an empty derivative
             shape = base.shape if weights is not None else out_shape + base.shape
             return Derivative(np.zeros(shape), np.zeros(shape))
-        values, errors = [], []
+        # results are written chunk by chunk into their final layout: a Jacobian may be 9M entries,
+        # and every fresh array of that size costs as much to touch as the evaluations themselves
+        shape = base.shape if weights is not None else out_shape + (n,)
+        value, error = np.empty(shape), np.empty(shape)
         chunk = max(1, self.memory_budget // (self.row_bytes * _probe_count(self.method)))
         for lo in range(0, n, chunk):
             cols = np.arange(lo, min(n, lo + chunk))
@@ -469,15 +472,13 @@ class NumericEngine:
             if weights is not None:  # contract over the output: a vector-Jacobian product
                 w = np.broadcast_to(weights, out_shape)
                 axes = tuple(range(1, d.ndim))
-                d, err = np.sum(d * w, axis=axes), np.sum(err * np.abs(w), axis=axes)
-            values.append(d)
-            errors.append(err)
-        value, error = np.concatenate(values), np.concatenate(errors)
-        if weights is None:  # columns → Jacobian of shape out_shape + in_shape
-            value = np.moveaxis(value, 0, -1).reshape(out_shape + base.shape)
-            error = np.moveaxis(error, 0, -1).reshape(out_shape + base.shape)
-        else:
-            value, error = value.reshape(base.shape), error.reshape(base.shape)
+                value.reshape(-1)[cols] = np.sum(d * w, axis=axes)
+                error.reshape(-1)[cols] = np.sum(err * np.abs(w), axis=axes)
+            else:  # columns → Jacobian of shape out_shape + in_shape
+                value[..., lo:lo + cols.size] = np.moveaxis(d, 0, -1)
+                error[..., lo:lo + cols.size] = np.moveaxis(err, 0, -1)
+        if weights is None:
+            value, error = value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape)
         return Derivative(value, error)
 
 

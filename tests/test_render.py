@@ -50,20 +50,24 @@ def test_pass_verdicts_rule_and_replay():
     text = render(check_view(r), width=300)  # the replay line unwrapped
     rows = rows_of(text)
     assert len(rows) == 4 and all(row.rstrip().endswith("PASS") for row in rows)
-    # |numeric| ≥ 8 here, so rtol·|numeric| (≥ 8e-7) outweighs atol 1e-8: rtol decides each row
+    # |numeric| ≥ 8 here, so rtol·|numeric| (≥ 8e-8) outweighs atol 1e-8: rtol decides each row
+    assert r.method == "complex" and (r.atol, r.rtol) == (1e-8, 1e-8)
     assert all(" rtol " in row for row in rows)
     assert "PASS all 4 gradient elements agree" in text
-    assert "atol 1e-08" in text and "rtol 1e-07" in text
+    assert "atol 1e-08" in text and "rtol 1e-08" in text
     replay = next(line for line in text.splitlines() if line.startswith("replay: "))
     assert replay == f"replay: {r.replay}"
 
 
 def test_rule_column_says_which_part_decided():
-    # d/dx sum(x*y) = y: where y is 0 only atol can pass; where y is 5, rtol·5 = 5e-7 > 1e-8
+    # d/dx sum(x*y) = y: where y is 0 only atol can pass; where y is 5, rtol·5 = 5e-8 > 1e-8
     text = render(check_view(check("(x*y).sum()", x=[1.0, 2.0], y=[0.0, 5.0], wrt="x")))
     rows = {row.split()[0]: row for row in rows_of(text)}
     assert re.search(r"1\.0e-08 atol", rows["[0]"])
-    assert re.search(r"5\.1e-07 rtol", rows["[1]"])  # 1e-8 + 1e-7·5
+    assert re.search(r"6\.0e-08 rtol", rows["[1]"])  # 1e-8 + 1e-8·5
+    # plain central differences are judged at rtol 1e-7: 1e-8 + 1e-7·5
+    text = render(check_view(check("(x*y).sum()", x=[1.0, 2.0], y=[0.0, 5.0], wrt="x", method="central")))
+    assert re.search(r"5\.1e-07 rtol", {row.split()[0]: row for row in rows_of(text)}["[1]"])
 
 
 def _sin_wrong_above_one():
