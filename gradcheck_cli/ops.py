@@ -7,6 +7,13 @@ unperturbed point), the rest is the logical tensor. They must also accept comple
 complex-step method pushes x + ih through them; ops that are not analytic (abs, relu, max, clamp) are
 written as their locally analytic branch, chosen by the real part, which is what complex step needs.
 Torch implementations take plain tensors and never import torch at module load (see `_LazyModule`).
+
+Sympy forms (the symbolic engine, `gradcheck_cli.symbolic`) take batched object arrays of sympy
+expressions whose free symbols stand for *offsets* from the point, so an element's value at the point
+is its value with every symbol at 0 (`_sy_real`); non-analytic ops choose their branch from that value,
+as the numpy forms do from the real part. A row without one falls back to its numpy implementation,
+which must then work on object arrays (operators, reshape, transpose, indexing). sympy and mpmath
+are imported on first use only.
 """
 from __future__ import annotations
 
@@ -92,6 +99,7 @@ class OpSpec:
     syntax: str | None = None
     scalars: bool = False  # implementations take Python numbers for tensor params as they are
     origin: str | None = None  # the plugin that defined the op; None for built-ins
+    sympy: Callable[..., Any] | None = None  # on object arrays of sympy expressions (see above)
 
     @property
     def tensor_params(self) -> tuple[Param, ...]:
@@ -154,14 +162,14 @@ def _np_clamp(z, lo, hi):
     return out
 
 
-def _np_maximum(a, b):
+def _np_maximum(a, b, real=np.real):
     # at a tie torch splits the gradient evenly; the midpoint branch does the same
-    ra, rb = np.real(a), np.real(b)
+    ra, rb = real(a), real(b)
     return np.where(ra > rb, a, np.where(ra < rb, b, (a + b) / 2))
 
 
-def _np_minimum(a, b):
-    return -_np_maximum(-a, -b)
+def _np_minimum(a, b, real=np.real):
+    return -_np_maximum(-a, -b, real)
 
 
 def _np_sum(x, dim, keepdim):
@@ -176,34 +184,34 @@ def _np_prod(x, dim, keepdim):
     return np.prod(x, axis=_axes(x, dim), keepdims=keepdim)
 
 
-def _np_extreme(x, dim, keepdim, pick):
+def _np_extreme(x, dim, keepdim, pick, real=np.real):
     """max/min along one dim by the real part: the (possibly complex) value at the chosen index."""
     axes = _axes(x, dim)
     if not axes:
         return x
-    idx = pick(np.real(x), axis=axes[0], keepdims=True)
+    idx = pick(real(x), axis=axes[0], keepdims=True)
     out = np.take_along_axis(x, idx, axis=axes[0])
     return out if keepdim else np.squeeze(out, axis=axes[0])
 
 
-def _np_tied(x, axes, keepdim, best):
+def _np_tied(x, axes, keepdim, best, real=np.real):
     """max/min over axes by the real part, ties sharing evenly: torch's full max() and amax backward."""
-    real = np.real(x)
-    tied = real == best(real, axis=axes, keepdims=True)
+    values = real(x)
+    tied = values == best(values, axis=axes, keepdims=True)
     count = np.sum(tied, axis=axes, keepdims=keepdim)
     return np.sum(np.where(tied, x, 0), axis=axes, keepdims=keepdim) / count
 
 
-def _np_max(x, dim, keepdim):
+def _np_max(x, dim, keepdim, real=np.real):
     if dim is None:
-        return _np_tied(x, _axes(x, None), keepdim, np.max)
-    return _np_extreme(x, dim, keepdim, np.argmax)
+        return _np_tied(x, _axes(x, None), keepdim, np.max, real)
+    return _np_extreme(x, dim, keepdim, np.argmax, real)
 
 
-def _np_min(x, dim, keepdim):
+def _np_min(x, dim, keepdim, real=np.real):
     if dim is None:
-        return _np_tied(x, _axes(x, None), keepdim, np.min)
-    return _np_extreme(x, dim, keepdim, np.argmin)
+        return _np_tied(x, _axes(x, None), keepdim, np.min, real)
+    return _np_extreme(x, dim, keepdim, np.argmin, real)
 
 
 def _np_shifted(x, dim):
@@ -296,6 +304,200 @@ def _np_getitem(x, index):
     return x[(slice(None), *index)]
 
 
+# ---- sympy forms: object arrays of sympy expressions, batched as above (see the module docstring) ----
+
+SYMPY_DIGITS = 50  # significant digits of every sympy.Float the symbolic engine computes with
+
+
+def _sy_value(z: Any) -> float:
+    """One element's value at the point (every perturbation symbol at 0), as a float; nan if complex."""
+    if isinstance(z, (int, float, np.number)):
+        return float(np.real(z))
+    if z.free_symbols:
+        z = z.xreplace({s: 0 for s in z.free_symbols})
+    try:
+        return float(z)
+    except TypeError:  # complex (a real function outside its domain) or complex infinity
+        return math.nan
+
+
+def _sy_real(x: Any) -> np.ndarray:
+    """The values at the point (float64) that choose branches, as np.real does for complex step."""
+    return np.vectorize(_sy_value, otypes=[np.float64])(x)
+
+
+def _sy_const(value: float) -> Any:
+    import sympy
+    return sympy.Float(value, SYMPY_DIGITS)
+
+
+def _sy_map(build: Callable[..., Any], fast: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """An elementwise sympy form: build(sympy, z) on each element. `fast(mpmath, v)` evaluates a
+    constant element (a Float) directly in mpmath at its precision, some 20x quicker than letting
+    sympy evaluate build(sympy, Float); a complex result (outside the real domain) goes to sympy."""
+    def run(x):
+        import mpmath
+        import sympy
+
+        def one(z):
+            if fast is not None and isinstance(z, sympy.Float):
+                with mpmath.workprec(z._prec):
+                    v = fast(mpmath, mpmath.mpf(z))
+                if isinstance(v, mpmath.mpf):
+                    return sympy.Float(v, precision=z._prec)
+            return build(sympy, z)
+        return np.frompyfunc(one, 1, 1)(x)
+    return run
+
+
+def _sy_named(name: str) -> Callable[..., Any]:
+    """The elementwise form of a function that sympy and mpmath both call `name`."""
+    return _sy_map(lambda sp, z: getattr(sp, name)(z), lambda mp, v: getattr(mp, name)(v))
+
+
+_sy_exp = _sy_named("exp")
+_sy_log = _sy_named("log")
+_sy_sqrt = _sy_named("sqrt")
+_sy_log1p = _sy_map(lambda sp, z: sp.log(1 + z), lambda mp, v: mp.log1p(v))
+_sy_expm1 = _sy_map(lambda sp, z: sp.exp(z) - 1, lambda mp, v: mp.expm1(v))
+_sy_sigmoid = _sy_map(lambda sp, z: 1 / (1 + sp.exp(-z)), lambda mp, v: 1 / (1 + mp.exp(-v)))
+# exact log(1 + e^x): no overflow in mpmath. (torch's softplus is linear above x = 20, where its
+# gradient is 1 rather than sigmoid(x); the difference is below 2e-9.)
+_sy_softplus = _sy_map(lambda sp, z: sp.log(1 + sp.exp(z)), lambda mp, v: mp.log1p(mp.exp(v)))
+
+
+def _sy_exponent(y: Any) -> Any:
+    """An integral exponent as a sympy Integer, so a negative base stays real (torch's x ** 2)."""
+    import sympy
+    if isinstance(y, (float, sympy.Float)) and math.isfinite(y) and float(y) == int(y):
+        return sympy.Integer(int(y))
+    return y
+
+
+def _sy_pow(a, b):
+    return np.frompyfunc(lambda x, y: x ** _sy_exponent(y), 2, 1)(a, b)
+
+
+def _sy_abs(z):
+    import sympy
+    v = _sy_real(z)  # gradient 0 at 0, as torch: the branch there is the constant 0
+    return np.where(v > 0, z, np.where(v < 0, -z, sympy.S.Zero))
+
+
+def _sy_relu(z):
+    import sympy
+    return np.where(_sy_real(z) > 0, z, sympy.S.Zero)
+
+
+def _sy_clamp(z, lo, hi):
+    out, values = z, _sy_real(z)
+    if lo is not None:
+        low = values < lo
+        out, values = np.where(low, _sy_const(lo), out), np.where(low, lo, values)
+    if hi is not None:
+        out = np.where(values > hi, _sy_const(hi), out)
+    return out
+
+
+def _sy_maximum(a, b):
+    return _np_maximum(a, b, _sy_real)
+
+
+def _sy_minimum(a, b):
+    return _np_minimum(a, b, _sy_real)
+
+
+def _sy_max(x, dim, keepdim):
+    return _np_max(x, dim, keepdim, _sy_real)
+
+
+def _sy_min(x, dim, keepdim):
+    return _np_min(x, dim, keepdim, _sy_real)
+
+
+def _sy_reduce(x, axes: tuple[int, ...], keepdims: bool, combine: str) -> np.ndarray:
+    """sympy.Add or sympy.Mul of each group at once over the (batched) axes. numpy's own reduction
+    adds one element at a time: n sympy objects per group, each with its assumptions worked out."""
+    import sympy
+    if not axes:
+        return x
+    fn = getattr(sympy, combine)
+    rest = [a for a in range(x.ndim) if a not in axes]
+    groups = np.transpose(x, rest + list(axes)).reshape([x.shape[a] for a in rest] + [-1])
+    out = np.empty(groups.shape[:-1], dtype=object)
+    for index in np.ndindex(out.shape):
+        out[index] = fn(*groups[index])
+    return np.expand_dims(out, axes) if keepdims else out
+
+
+def _sy_sum(x, dim, keepdim):
+    return _sy_reduce(x, _axes(x, dim), keepdim, "Add")
+
+
+def _sy_mean(x, dim, keepdim):
+    axes = _axes(x, dim)
+    count = math.prod(x.shape[a] for a in axes)
+    return _sy_reduce(x, axes, keepdim, "Add") / count if axes else x
+
+
+def _sy_prod(x, dim, keepdim):
+    return _sy_reduce(x, _axes(x, dim), keepdim, "Mul")
+
+
+def _sy_softmax(x, dim):
+    axes = _axes(x, dim)
+    ex = _sy_exp(x)  # no shift needed: mpmath's exponent range does not overflow
+    if not axes:
+        return ex / ex
+    # one reciprocal per group, shared by its elements (a sympy Pow whose assumptions are worked out once)
+    return ex * np.frompyfunc(lambda total: 1 / total, 1, 1)(_sy_reduce(ex, axes, True, "Add"))
+
+
+def _sy_log_softmax(x, dim):
+    axes = _axes(x, dim)
+    if not axes:
+        return x - x
+    return x - _sy_log(_sy_reduce(_sy_exp(x), axes, True, "Add"))
+
+
+def _sy_logsumexp(x, dim, keepdim):
+    axes = _axes(x, dim)
+    if not axes:
+        return x
+    return _sy_log(_sy_reduce(_sy_exp(x), axes, keepdim, "Add"))
+
+
+def _sy_matmul(a, b):
+    """As _np_matmul, the contraction summed with sympy.Add at once."""
+    la, lb = a.ndim - 1, b.ndim - 1
+    if la == 0 or lb == 0 or (la == 1 and lb == 1):
+        return _np_matmul(a, b)  # an error, or a dot product through np.sum (which is fine)
+    a2 = a[:, None, :] if la == 1 else a
+    b2 = b[:, :, None] if lb == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ValueError(f"inconsistent sizes for matmul: {a.shape[1:]} and {b.shape[1:]}")
+    a2, b2 = _align(a2, b2)
+    out = _sy_reduce(a2[..., :, :, None] * b2[..., None, :, :], (a2.ndim - 1,), False, "Add")
+    return np.squeeze(out, axis=-2) if la == 1 else np.squeeze(out, axis=-1) if lb == 1 else out
+
+
+def _sy_norm(x, p, dim, keepdim):
+    axes = _axes(x, dim)
+    if p == 2:
+        return _sy_sqrt(_sy_reduce(x * x, axes, keepdim, "Add"))
+    mag = _sy_abs(x)
+    if p == math.inf:
+        return _np_tied(mag, axes, keepdim, np.max, _sy_real)
+    if p == -math.inf:
+        return _np_tied(mag, axes, keepdim, np.min, _sy_real)
+    if p == 0:  # piecewise constant: the count, as exact constants
+        count = np.sum(_sy_real(mag) != 0, axis=axes, keepdims=keepdim)
+        return np.frompyfunc(lambda c: _sy_const(float(c)), 1, 1)(count)
+    if p == 1:
+        return _sy_reduce(mag, axes, keepdim, "Add")
+    return _sy_pow(_sy_reduce(_sy_pow(mag, p), axes, keepdim, "Add"), 1.0 / p)
+
+
 # ---- torch helpers ----
 
 def _t_dim(dim: Any) -> Any:
@@ -384,51 +586,62 @@ _ROWS: tuple[OpSpec, ...] = (
     _binary("mul", operator.mul, "a * b", syntax="a * b"),
     _binary("div", operator.truediv, "a / b", syntax="a / b"),
     _binary("pow", operator.pow, "a ** b (a > 0 unless b is an integer)", syntax="a ** b",
-            domain=POSITIVE),  # a real power of a negative base is nan
+            domain=POSITIVE, sympy=_sy_pow),  # a real power of a negative base is nan
     OpSpec("maximum", (Param("a"), Param("b")), lambda a, b: torch.maximum(a, b), _np_maximum,
-           Group.ELEMENTWISE, "elementwise max; a tie splits the gradient evenly"),
+           Group.ELEMENTWISE, "elementwise max; a tie splits the gradient evenly",
+           sympy=_sy_maximum),
     OpSpec("minimum", (Param("a"), Param("b")), lambda a, b: torch.minimum(a, b), _np_minimum,
-           Group.ELEMENTWISE, "elementwise min; a tie splits the gradient evenly"),
+           Group.ELEMENTWISE, "elementwise min; a tie splits the gradient evenly",
+           sympy=_sy_minimum),
     _unary("neg", operator.neg, operator.neg, "-x", syntax="-x", scalars=True),
-    _unary("sin", lambda x: torch.sin(x), np.sin, "sine"),
-    _unary("cos", lambda x: torch.cos(x), np.cos, "cosine"),
-    _unary("tan", lambda x: torch.tan(x), np.tan, "tangent", domain=(-math.pi / 2, math.pi / 2)),
-    _unary("asin", lambda x: torch.asin(x), np.arcsin, "inverse sine", domain=(-1.0, 1.0)),
-    _unary("acos", lambda x: torch.acos(x), np.arccos, "inverse cosine", domain=(-1.0, 1.0)),
-    _unary("atan", lambda x: torch.atan(x), np.arctan, "inverse tangent"),
-    _unary("sinh", lambda x: torch.sinh(x), np.sinh, "hyperbolic sine"),
-    _unary("cosh", lambda x: torch.cosh(x), np.cosh, "hyperbolic cosine"),
-    _unary("tanh", lambda x: torch.tanh(x), np.tanh, "hyperbolic tangent"),
-    _unary("exp", lambda x: torch.exp(x), np.exp, "e ** x"),
-    _unary("log", lambda x: torch.log(x), np.log, "natural logarithm", domain=POSITIVE),
+    _unary("sin", lambda x: torch.sin(x), np.sin, "sine", sympy=_sy_named("sin")),
+    _unary("cos", lambda x: torch.cos(x), np.cos, "cosine", sympy=_sy_named("cos")),
+    _unary("tan", lambda x: torch.tan(x), np.tan, "tangent", domain=(-math.pi / 2, math.pi / 2),
+           sympy=_sy_named("tan")),
+    _unary("asin", lambda x: torch.asin(x), np.arcsin, "inverse sine", domain=(-1.0, 1.0),
+           sympy=_sy_named("asin")),
+    _unary("acos", lambda x: torch.acos(x), np.arccos, "inverse cosine", domain=(-1.0, 1.0),
+           sympy=_sy_named("acos")),
+    _unary("atan", lambda x: torch.atan(x), np.arctan, "inverse tangent", sympy=_sy_named("atan")),
+    _unary("sinh", lambda x: torch.sinh(x), np.sinh, "hyperbolic sine", sympy=_sy_named("sinh")),
+    _unary("cosh", lambda x: torch.cosh(x), np.cosh, "hyperbolic cosine", sympy=_sy_named("cosh")),
+    _unary("tanh", lambda x: torch.tanh(x), np.tanh, "hyperbolic tangent", sympy=_sy_named("tanh")),
+    _unary("exp", lambda x: torch.exp(x), np.exp, "e ** x", sympy=_sy_exp),
+    _unary("log", lambda x: torch.log(x), np.log, "natural logarithm", domain=POSITIVE, sympy=_sy_log),
     _unary("log1p", lambda x: torch.log1p(x), np.log1p, "log(1 + x), accurate near 0",
-           domain=(-1.0, math.inf)),
-    _unary("expm1", lambda x: torch.expm1(x), np.expm1, "exp(x) - 1, accurate near 0"),
-    _unary("sqrt", lambda x: torch.sqrt(x), np.sqrt, "square root", domain=POSITIVE),
-    _unary("abs", lambda x: torch.abs(x), _np_abs, "absolute value (gradient 0 at 0, as torch)"),
-    _unary("sigmoid", lambda x: torch.sigmoid(x), _np_sigmoid, "1 / (1 + exp(-x))"),
-    _unary("relu", lambda x: torch.relu(x), _np_relu, "max(x, 0) (gradient 0 at 0, as torch)"),
-    _unary("softplus", lambda x: torch.nn.functional.softplus(x), _np_softplus, "log(1 + exp(x))"),
+           domain=(-1.0, math.inf), sympy=_sy_log1p),
+    _unary("expm1", lambda x: torch.expm1(x), np.expm1, "exp(x) - 1, accurate near 0", sympy=_sy_expm1),
+    _unary("sqrt", lambda x: torch.sqrt(x), np.sqrt, "square root", domain=POSITIVE, sympy=_sy_sqrt),
+    _unary("abs", lambda x: torch.abs(x), _np_abs, "absolute value (gradient 0 at 0, as torch)",
+           sympy=_sy_abs),
+    _unary("sigmoid", lambda x: torch.sigmoid(x), _np_sigmoid, "1 / (1 + exp(-x))", sympy=_sy_sigmoid),
+    _unary("relu", lambda x: torch.relu(x), _np_relu, "max(x, 0) (gradient 0 at 0, as torch)",
+           sympy=_sy_relu),
+    _unary("softplus", lambda x: torch.nn.functional.softplus(x), _np_softplus, "log(1 + exp(x))",
+           sympy=_sy_softplus),
     OpSpec("clamp", (X, Param("min", Kind.NUMBER, None), Param("max", Kind.NUMBER, None)),
-           _t_clamp, _np_clamp, Group.ELEMENTWISE, "x limited to [min, max]"),
-    _reduction("sum", _t_reduce("sum"), _np_sum, "sum over dim (all by default)"),
-    _reduction("mean", _t_reduce("mean"), _np_mean, "mean over dim (all by default)"),
-    _reduction("prod", _t_prod, _np_prod, "product over dim (all by default)"),
+           _t_clamp, _np_clamp, Group.ELEMENTWISE, "x limited to [min, max]", sympy=_sy_clamp),
+    _reduction("sum", _t_reduce("sum"), _np_sum, "sum over dim (all by default)", sympy=_sy_sum),
+    _reduction("mean", _t_reduce("mean"), _np_mean, "mean over dim (all by default)", sympy=_sy_mean),
+    _reduction("prod", _t_prod, _np_prod, "product over dim (all by default)", sympy=_sy_prod),
     OpSpec("max", (X, Param("dim", Kind.DIM, None), KEEPDIM), _t_extreme("max"), _np_max,
-           Group.REDUCTION, "largest element, or the values of x.max(dim) (torch's .values)"),
+           Group.REDUCTION, "largest element, or the values of x.max(dim) (torch's .values)",
+           sympy=_sy_max),
     OpSpec("min", (X, Param("dim", Kind.DIM, None), KEEPDIM), _t_extreme("min"), _np_min,
-           Group.REDUCTION, "smallest element, or the values of x.min(dim) (torch's .values)"),
-    _reduction("logsumexp", _t_logsumexp, _np_logsumexp, "log(sum(exp(x))) over dim, stably"),
+           Group.REDUCTION, "smallest element, or the values of x.min(dim) (torch's .values)",
+           sympy=_sy_min),
+    _reduction("logsumexp", _t_logsumexp, _np_logsumexp, "log(sum(exp(x))) over dim, stably",
+               sympy=_sy_logsumexp),
     OpSpec("norm", (X, Param("p", Kind.NUMBER, 2.0), DIM_ALL, KEEPDIM), _t_norm, _np_norm,
-           Group.REDUCTION, "vector p-norm over dim (all by default)"),
+           Group.REDUCTION, "vector p-norm over dim (all by default)", sympy=_sy_norm),
     OpSpec("softmax", (X, Param("dim", Kind.DIM, -1)),
            lambda x, dim: torch.softmax(x, dim=dim), _np_softmax, Group.ALONG_DIM,
-           "exp(x) / sum(exp(x)) along dim (default -1)"),
+           "exp(x) / sum(exp(x)) along dim (default -1)", sympy=_sy_softmax),
     OpSpec("log_softmax", (X, Param("dim", Kind.DIM, -1)),
            lambda x, dim: torch.log_softmax(x, dim=dim), _np_log_softmax, Group.ALONG_DIM,
-           "log(softmax(x)) along dim (default -1), stably"),
+           "log(softmax(x)) along dim (default -1), stably", sympy=_sy_log_softmax),
     OpSpec("matmul", (Param("a"), Param("b")), operator.matmul, _np_matmul, Group.LINALG,
-           "matrix product, as torch.matmul (1-D and batched too)", syntax="a @ b"),
+           "matrix product, as torch.matmul (1-D and batched too)", syntax="a @ b", sympy=_sy_matmul),
     OpSpec("reshape", (X, Param("shape", Kind.SHAPE)), lambda x, shape: x.reshape(shape),
            _np_reshape, Group.SHAPE, "same elements, new shape (one -1 allowed)"),
     OpSpec("view", (X, Param("shape", Kind.SHAPE)), lambda x, shape: x.view(shape),
