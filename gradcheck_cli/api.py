@@ -11,7 +11,7 @@ import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
 from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, compare_projected,
-                      compare_taylor, default_tolerances, versions, with_kinks)
+                      compare_taylor, default_tolerances, versions, with_kinks, with_symbolic)
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
@@ -46,6 +46,7 @@ class CheckOptions:
     order: int = 1                  # 2 also checks the Hessian (double backward)
     fast: bool | None = None        # projected check: True always, False never, None above a size
     directions: int = DEFAULT_DIRECTIONS  # random directions of a projected check
+    symbolic: bool = False          # also the exact derivative from sympy, as a third column
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -56,6 +57,8 @@ class CheckOptions:
             raise InputError(f"--directions must be between 1 and {MAX_DIRECTIONS}, not {self.directions}")
         if self.fast and self.order == 2:
             raise InputError("--order 2 checks every Hessian element; it cannot be combined with --fast")
+        if self.symbolic and self.fast:
+            raise InputError("--symbolic checks every element; it cannot be combined with --fast")
         if self.fast and self.method == TAYLOR:
             raise InputError("--method taylor tests every element; it cannot be combined with --fast")
         if self.method not in METHOD_CHOICES:
@@ -193,6 +196,14 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         result = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
                          options.allow_unreliable)
         results[name] = _explain_kinks(engine, name, start, weights, result)
+    if options.symbolic:
+        if projected or method == TAYLOR:
+            raise InputError("--symbolic compares every element; this check is "
+                             f"{'projected (use --full)' if projected else 'a Taylor test'}")
+        from .symbolic import SymbolicEngine
+        exact = SymbolicEngine(engine)
+        for name, start in starts.items():
+            results[name] = with_symbolic(results[name], exact.derivative(name, start, weights), atol, rtol)
     hessians = {}
     for name, matrix in analytic.hessians.items():
         numeric = engine.hessian(name, weights)
@@ -301,6 +312,8 @@ def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
         parts += ["--fast" if options.fast else "--full"]
     if options.directions != DEFAULT_DIRECTIONS:
         parts += ["--directions", str(options.directions)]
+    if options.symbolic:
+        parts += ["--symbolic"]
     for plugin in options.plugins:
         parts += ["--plugin", plugin]
     return " ".join(shlex.quote(p) for p in parts)
@@ -326,7 +339,8 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
           method: str = "auto", eps: float | None = None, atol: float | None = None,
           rtol: float | None = None, plugins: Iterable[str] = (), device: str = "cpu",
           limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False, order: int = 1,
-          fast: bool | None = None, directions: int = DEFAULT_DIRECTIONS, **variables: Any) -> CheckResult:
+          fast: bool | None = None, directions: int = DEFAULT_DIRECTIONS, symbolic: bool = False,
+          **variables: Any) -> CheckResult:
     """Check the gradient of an expression, as `gradcheck check` does.
 
     Args:
@@ -337,6 +351,7 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
         seed, dtype, method, eps, atol, rtol, plugins, device: as the CLI options.
         fast: a projected check along `directions` random directions (True), every element (False), or
             projected only when a full check would be too large (None, the default).
+        symbolic: also the exact derivative (sympy) as a third opinion on every element.
         **variables: variable values: numbers, lists, numpy arrays, tensors or SPEC strings.
 
     Returns:
@@ -349,7 +364,7 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
     options = CheckOptions(grad_output=grad_output, wrt=split_names(wrt), seed=seed, dtype=dtype,
                            method=method, eps=eps, atol=atol, rtol=rtol, plugins=tuple(plugins),
                            device=device, limits=limits, allow_unreliable=allow_unreliable, order=order,
-                           fast=fast, directions=directions)
+                           fast=fast, directions=directions, symbolic=symbolic)
     return run_check(expression, values, options)
 
 

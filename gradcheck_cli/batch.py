@@ -32,7 +32,7 @@ else:  # pragma: no cover
 
 DEFAULT_TIMEOUT = 60.0
 _OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable",
-                "fast", "directions")
+                "fast", "directions", "symbolic")
 _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
@@ -182,7 +182,8 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
             atol=_number(merged, "atol"), rtol=_number(merged, "rtol"),
             plugins=tuple(plugins) + tuple(refs), device=_typed(merged, "device", str, "cpu"),
             allow_unreliable=_typed(merged, "allow_unreliable", bool, False),
-            fast=_typed(merged, "fast", bool, None), directions=_typed(merged, "directions", int, DEFAULT_DIRECTIONS))
+            fast=_typed(merged, "fast", bool, None), directions=_typed(merged, "directions", int, DEFAULT_DIRECTIONS),
+            symbolic=_typed(merged, "symbolic", bool, False))
         return Case(path, line, name, expr, values, options, expect, xfail)
     except InputError as err:
         return Case(path, line, name, problem=err.message)
@@ -228,7 +229,8 @@ _TXT_OPTIONS = {"-v": "var", "--var": "var", "--grad-output": "grad_output", "--
                 "--dtype": "dtype", "--method": "method", "--eps": "eps", "--atol": "atol", "--rtol": "rtol",
                 "--plugin": "plugin", "--device": "device", "--name": "name", "--xfail": "xfail",
                 "--directions": "directions"}
-_TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unreliable": ("allow_unreliable", True)}
+_TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unreliable": ("allow_unreliable", True),
+              "--symbolic": ("symbolic", True)}
 
 
 def _load_txt(path: str, text: str, plugins: tuple[str, ...]) -> list[Case]:
@@ -294,6 +296,7 @@ def _txt_case(path: str, line: int, row: str, plugins: tuple[str, ...]) -> Case:
             atol=_parse(float, fields, "atol", None), rtol=_parse(float, fields, "rtol", None),
             plugins=tuple(plugins) + tuple(fields["plugin"]), device=fields.get("device", "cpu"),
             allow_unreliable=fields.get("allow_unreliable", False), fast=fields.get("fast"),
+            symbolic=fields.get("symbolic", False),
             directions=_parse(int, fields, "directions", DEFAULT_DIRECTIONS))
         return Case(path, line, name, expr, values, options, {}, fields.get("xfail"))
     except InputError as err:

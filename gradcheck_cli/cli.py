@@ -147,6 +147,9 @@ def check_options(fn: Callable) -> Callable:
                            "would be too large.")(fn)
     fn = click.option("--directions", type=click.IntRange(1, 1000), default=16, show_default=True,
                       help="Random directions of a projected check.")(fn)
+    fn = click.option("--symbolic", is_flag=True,
+                      help="Also the exact derivative from sympy (pip install sympy), as a third column that "
+                           "says which side is off where analytic and numeric disagree.")(fn)
     return fn
 
 
@@ -168,7 +171,8 @@ def _options(kw: dict[str, Any]):
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
                         plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits,
                         allow_unreliable=kw.get("allow_unreliable", False), order=kw.get("order", 1),
-                        fast=kw.get("fast"), directions=kw.get("directions", 16))
+                        fast=kw.get("fast"), directions=kw.get("directions", 16),
+                        symbolic=kw.get("symbolic", False))
 
 
 def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:

@@ -78,6 +78,7 @@ class GradientResult:
     unreliable: np.ndarray | None = None  # outside tolerance, but the numeric estimate is as uncertain
     allow_unreliable: bool = False
     projection: Projection | None = None  # --fast: the arrays hold one projection a direction
+    symbolic: np.ndarray | None = None    # --symbolic: the exact derivative, same shape as analytic
 
     @property
     def decided_by(self) -> np.ndarray:
@@ -195,6 +196,31 @@ def compare_projected(name: str, value: np.ndarray, analytic: np.ndarray, numeri
                             (0.75 if jacobian else 0.5) ** k)
     return dataclasses.replace(per_direction, shape=tuple(np.shape(value)), value=value, diagnosis="",
                                projection=projection)
+
+
+def with_symbolic(result: GradientResult, exact: np.ndarray, atol: float, rtol: float) -> GradientResult:
+    """Add the exact derivative as a third opinion: where analytic and numeric disagree, say which one
+    the exact value sides with. An element where only the numeric estimate is off is not a wrong
+    gradient: it becomes unreliable (the judge was wrong), with the reason."""
+    exact = np.asarray(exact, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        tol = atol + rtol * np.abs(exact)
+        analytic_right = np.abs(result.analytic - exact) <= tol
+        numeric_right = np.abs(result.numeric - exact) <= tol
+    failing = ~result.passed
+    if not failing.any():
+        return dataclasses.replace(result, symbolic=exact)
+    reasons = np.array(result.reasons, dtype=object, copy=True)
+    unreliable = result.unreliable.copy()
+    numeric_off = failing & analytic_right & ~numeric_right
+    analytic_off = failing & numeric_right & ~analytic_right
+    both_off = failing & ~numeric_right & ~analytic_right
+    reasons[numeric_off] = "symbolic agrees with analytic: the numeric estimate is off here"
+    unreliable[numeric_off] = True
+    reasons[analytic_off] = "symbolic agrees with numeric: the analytic gradient is off"
+    unreliable[analytic_off] = False
+    reasons[both_off] = "symbolic disagrees with both"
+    return dataclasses.replace(result, symbolic=exact, reasons=reasons, unreliable=unreliable)
 
 
 TAYLOR_RIGHT, TAYLOR_WRONG = 1.7, 1.3  # fitted remainder orders: ≈2 when right, ≈1 when wrong

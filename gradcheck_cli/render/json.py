@@ -26,6 +26,8 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
         "max_abs_error": _number(r.max_abs_error), "max_rel_error": _number(r.max_rel_error),
         "ok": r.ok,
     }
+    if r.symbolic is not None:
+        entry["symbolic"] = plain(r.symbolic)
     if r.projection is not None:  # analytic and numeric hold one projection a direction
         entry["projection"] = {"directions": r.projection.directions, "elements": r.projection.elements,
                                "caught_above": plain(r.projection.caught_above),

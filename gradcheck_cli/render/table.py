@@ -48,9 +48,10 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
     first = {"jacobian": "d out[i] / d " + r.name + "[j]", "hessian": f"d² / d{r.name}[j] d{r.name}[k]"}.get(mode, "index")
     if r.projection is not None:
         first = "direction"
-    for header, justify in ((first, "left"), ("value", "right"), ("analytic", "right"),
-                            ("numeric", "right"), ("abs err", "right"), ("rel err", "right"),
-                            ("tol rule", "right"), ("verdict", "left")):
+    headers = [(first, "left"), ("value", "right"), ("analytic", "right"), ("numeric", "right")]
+    headers += [("symbolic", "right")] if r.symbolic is not None else []
+    headers += [("abs err", "right"), ("rel err", "right"), ("tol rule", "right"), ("verdict", "left")]
+    for header, justify in headers:
         table.add_column(escape(header), justify=justify, no_wrap=header != "verdict")
     grid_shape = r.analytic.shape
     order = worst_order(r)
@@ -67,8 +68,9 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
             Text("UNRELIABLE", style="gc.warn") if flat["unsure"][k] else Text("FAIL", style="gc.fail"))
         if flat["why"][k]:
             verdict.append(f" {flat['why'][k]}", style="gc.warn")
+        exact = [_num(r.symbolic.reshape(-1)[k])] if r.symbolic is not None else []
         table.add_row(_index_text(k, grid_shape), "" if r.projection else _num(value, 6),
-                      _num(flat["a"][k]), _num(flat["n"][k]),
+                      _num(flat["a"][k]), _num(flat["n"][k]), *exact,
                       _err(flat["abs"][k]), _err(flat["rel"][k]),
                       f"{flat['tol'][k]:.1e} {rules[k]}" if np.isfinite(flat["tol"][k]) else rules[k],
                       verdict)
