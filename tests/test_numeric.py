@@ -250,3 +250,14 @@ def test_away_from_edges_no_extra_pass_runs():
 
     richardson(probe, x, None, lambda s: s, lambda v: v)
     assert len(calls) == 1
+
+
+def test_a_jump_that_shrinks_with_the_step_is_no_kink():
+    # central differences at sin(1e8) alias (step ~600); one-sided differences at a step of 1.5 disagree,
+    # but shrink 16x with the step: curvature, not a kink, so no "not differentiable" excuse
+    r = check("sin(x)", x=1e8, method="central")
+    assert "not differentiable" not in r.inputs["x"].reasons[()]
+    assert r.ok is False
+    # a real kink keeps its jump at any step
+    k = check("relu(x)", x=0.0, method="central")
+    assert k.ok and k.inputs["x"].reasons[()].startswith("not differentiable here: left 0, right 1")
