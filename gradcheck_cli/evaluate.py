@@ -119,6 +119,16 @@ class Walker:
                 on_statement(index, value)
         return value
 
+    def rerun(self, env: dict[str, Any], start: int, node: Call | None = None, fallback: Any = None) -> Any:
+        """The output, re-run from statement `start` over `env` (or the value of `node`, a node of the
+        last statement); `fallback` when no statement is left to run (the perturbed name is the output)."""
+        if node is not None:
+            self.run(env, start, stop=len(self.program.statements) - 1)
+            return self.node(node, env)
+        if start < len(self.program.statements):
+            return self.run(env, start)
+        return fallback
+
     def node(self, node: Node, env: dict[str, Any]) -> Any:
         if isinstance(node, Num):
             return node.value

@@ -247,19 +247,11 @@ class NumericEngine:
         """batch of values of `name` → batch of outputs (or of `node` within the last statement)."""
         env = self.envs[start]
         walker = Walker(self.program, self.table, NumpyBackend(self.held))
-        last = len(self.program.statements) - 1
 
         def f(batch: np.ndarray) -> np.ndarray:
             local = dict(env)
             local[name] = batch
-            if node is not None:
-                walker.run(local, start, stop=last)
-                out = walker.node(node, local)
-            elif start < len(self.program.statements):
-                out = walker.run(local, start)
-            else:
-                out = batch
-            return np.asarray(out)
+            return np.asarray(walker.rerun(local, start, node, fallback=batch))
         return f
 
     def node_value(self, node: Call) -> np.ndarray:

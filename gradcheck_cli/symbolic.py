@@ -252,15 +252,7 @@ class SymbolicEngine:
         env = _LazyEnv(self.numeric.envs[start], self._exact.setdefault(start, {}), self.backend)
         env[name] = batch
         walker = _HeldWalker(self.program, self.table, self.backend)
-        last = len(self.program.statements) - 1
-        if node is not None:
-            walker.run(env, start, stop=last)
-            out = walker.node(node, env)
-        elif start < len(self.program.statements):
-            out = walker.run(env, start)
-        else:
-            out = batch
-        out = np.asarray(out, dtype=object)
+        out = np.asarray(walker.rerun(env, start, node, fallback=batch), dtype=object)
         return np.broadcast_to(out, (1,) + out_shape).reshape(-1)  # the batch axis has size 1
 
     def _at_point(self, expr: Any) -> Any:
