@@ -220,7 +220,9 @@ def with_symbolic(result: GradientResult, exact: np.ndarray, atol: float, rtol: 
     reasons[analytic_off] = "symbolic agrees with numeric: the analytic gradient is off"
     unreliable[analytic_off] = False
     reasons[both_off] = "symbolic disagrees with both"
-    return dataclasses.replace(result, symbolic=exact, reasons=reasons, unreliable=unreliable)
+    # a diagnosis describes a wrong backward: none when the exact value clears the analytic side
+    diagnosis = result.diagnosis if (analytic_off | both_off).any() else ""
+    return dataclasses.replace(result, symbolic=exact, reasons=reasons, unreliable=unreliable, diagnosis=diagnosis)
 
 
 TAYLOR_RIGHT, TAYLOR_WRONG = 1.7, 1.3  # fitted remainder orders: ≈2 when right, ≈1 when wrong
