@@ -160,9 +160,10 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
 
     grad_output = None if options.grad_output is None else resolve(
         options.grad_output, "--grad-output", options.seed, options.limits)
+    may_project = options.method != TAYLOR and options.order == 1  # the others test every element
     analytic = run_analytic(prep.program, prep.table, prep.inputs, prep.wrt,
                             getattr(torch, options.dtype), options.device, grad_output, options.order,
-                            fast=None if options.fast is None and options.method != TAYLOR else bool(options.fast),
+                            fast=options.fast if may_project else False,
                             output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape))
     method = choose_method(options.method, prep.program, prep.table)
     engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
@@ -180,7 +181,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     if method == TAYLOR and weights is None:
         raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
     projected = analytic.projection_weights is not None or bool(options.fast) or (
-        options.fast is None and method != TAYLOR and options.order == 1
+        options.fast is None and may_project
         and sum(engine.full_cost(name, start) for name, start in starts.items()) > FULL_CHECK_BUDGET)
     for name, start in starts.items():
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]

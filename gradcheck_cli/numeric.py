@@ -147,8 +147,8 @@ def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
         # the next ladder starts at the largest step inside on both sides (below the smallest, if none)
         start = np.take_along_axis(np.stack(widths), np.minimum(first, levels - 1)[None], axis=0)[0]
         start = np.where(first < levels, start, widths[-1] / _RATIO)
-        crossed_in = to_in(np.where(crossed, 0.0, 1.0)) == 0
-        h = np.where(crossed_in, to_in(np.where(crossed, start, np.inf)), h)
+        restart = to_in(np.where(crossed, start, np.inf))  # inf where no output of the element crossed
+        h = np.where(np.isfinite(restart), restart, h)
     return best, err
 
 
