@@ -14,7 +14,6 @@ from .ops import OpSpec
 from .parse import Call, Program
 
 MAX_JACOBIAN_ELEMENTS = 20_000_000  # output elements × input elements in jacobian mode
-MAX_HESSIAN_ELEMENTS = 200          # elements of one input in a second-order check
 
 
 class Mode(enum.Enum):
@@ -34,7 +33,6 @@ class Analytic:
     intermediates: tuple[str, ...]      # the names among `gradients` that are intermediates
     graph: GraphNode | None
     calls: tuple[tuple[Call, list[Any]], ...] = ()  # plugin op call sites and the tensors they got
-    hessians: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # --order 2
     # a projected Jacobian check: the output weights of each direction, shape (k, *output.shape);
     # gradients then hold one VJP a direction, shape (k, *target.shape)
     projection_weights: np.ndarray | None = None
@@ -78,32 +76,10 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
         grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     gradients = dict(zip(list(wrt) + list(inter), grads))
-    hessians = {}
-    if order == 2:
-        if mode is Mode.JACOBIAN:
-            raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
-        hessians = {name: _hessian(out, weights, leaves[name]) for name in wrt}
+    if order == 2 and mode is Mode.JACOBIAN:  # the second order itself: second_order.py
+        raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
-                    gradients, inter, graph, tuple(calls), hessians, projection)
-
-
-def _hessian(out: Any, weights: Any, x: Any) -> np.ndarray:
-    """d²(weights·out)/dx² by double backward: shape x.shape + x.shape."""
-    import torch
-
-    if x.numel() > MAX_HESSIAN_ELEMENTS:
-        raise InputError(f"--order 2 checks inputs of up to {MAX_HESSIAN_ELEMENTS} elements; this one has "
-                         f"{x.numel()}; use --wrt to pick a smaller one")
-    (grad,) = torch.autograd.grad(out, x, weights, retain_graph=True, create_graph=True)
-    flat = grad.reshape(-1)
-    rows = []
-    for j in range(flat.numel()):
-        if not flat.requires_grad:  # the gradient does not depend on x: a zero Hessian
-            rows.append(np.zeros(tuple(x.shape)))
-            continue
-        (row,) = torch.autograd.grad(flat[j], x, retain_graph=True, allow_unused=True)
-        rows.append(np.zeros(tuple(x.shape)) if row is None else _to_numpy(row))
-    return np.stack(rows).reshape(tuple(x.shape) * 2) if rows else np.zeros(tuple(x.shape) * 2)
+                    gradients, inter, graph, tuple(calls), projection_weights=projection)
 
 
 def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> tuple[str, ...]:

@@ -10,14 +10,15 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
-from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, compare, compare_projected,
-                      compare_taylor, default_tolerances, versions, with_kinks, with_symbolic)
+from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
+                      element_result, projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .values import default_value, resolve
+from .verdict import SAFETY, Evidence, OneSided, Policy, needs_more
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
 DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
@@ -155,6 +156,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     Raises:
         InputError: bad input of any kind (syntax, unknown name, shape mismatch, bad SPEC, nan/inf).
     """
+    _refuse_complex(values, options.grad_output)
     prep = prepare(expression, values, options)
     import torch
 
@@ -173,43 +175,50 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     default_atol, default_rtol = default_tolerances(options.dtype, method)
     atol = default_atol if options.atol is None else options.atol
     rtol = default_rtol if options.rtol is None else options.rtol
+    policy = Policy(options.allow_unreliable)
     weights = analytic.weights
     starts = {name: 0 for name in prep.wrt}
     starts.update({stmt.target: i + 1 for i, stmt in enumerate(prep.program.statements)
                    if stmt.target in analytic.intermediates})
-    results = {}
     if method == TAYLOR and weights is None:
         raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
     projected = analytic.projection_weights is not None or bool(options.fast) or (
         options.fast is None and may_project
         and sum(engine.full_cost(name, start) for name, start in starts.items()) > FULL_CHECK_BUDGET)
-    for name, start in starts.items():
-        value = prep.inputs[name] if start == 0 else engine.values[start - 1]
-        if projected:
-            results[name] = _projected(engine, analytic, name, start, value, options, atol, rtol)
-            continue
-        if method == TAYLOR:
-            forward, orders = engine.taylor(name, start, weights, analytic.gradients[name])
-            results[name] = compare_taylor(name, value, analytic.gradients[name], forward.value, orders,
-                                           options.allow_unreliable)
-            continue
-        numeric = engine.derivative(name, start, weights)
-        result = compare(name, value, analytic.gradients[name], numeric.value, numeric.error, atol, rtol,
-                         options.allow_unreliable)
-        results[name] = _explain_kinks(engine, name, start, weights, result)
+    if options.symbolic and (projected or method == TAYLOR):
+        raise InputError("--symbolic compares every element; this check is "
+                         f"{'projected (use --full)' if projected else 'a Taylor test'}")
+    exact_engine = None
     if options.symbolic:
-        if projected or method == TAYLOR:
-            raise InputError("--symbolic compares every element; this check is "
-                             f"{'projected (use --full)' if projected else 'a Taylor test'}")
         from .symbolic import SymbolicEngine
-        exact = SymbolicEngine(engine)
-        for name, start in starts.items():
-            results[name] = with_symbolic(results[name], exact.derivative(name, start, weights), atol, rtol)
+        exact_engine = SymbolicEngine(engine)
+    hint = _unreliable_hint(method, options.eps)
+    results: dict[str, GradientResult] = {}
+    for name, start in starts.items():  # evidence first, then one decision per element
+        value = prep.inputs[name] if start == 0 else engine.values[start - 1]
+        gradient = analytic.gradients[name]
+        if projected:
+            results[name] = _projected(engine, analytic, name, start, value, options, atol, rtol, policy)
+        elif method == TAYLOR:
+            forward, orders = engine.taylor(name, start, weights, gradient)
+            evidence = Evidence(gradient, forward.value, SAFETY * forward.error, hint=hint)
+            passing = np.isnan(orders) | (orders >= 1.7)
+            evidence = dataclasses.replace(evidence, one_sided=_one_sided(engine, name, start, weights, ~passing))
+            results[name] = taylor_result(name, value, evidence, orders, policy)
+        else:
+            numeric = engine.derivative(name, start, weights)
+            exact = None if exact_engine is None else exact_engine.derivative(name, start, weights)
+            bound = SAFETY * numeric.error
+            unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
+            evidence = Evidence(gradient, numeric.value, bound, exact,
+                                _one_sided(engine, name, start, weights, unsure), hint)
+            results[name] = element_result(name, value, evidence, atol, rtol, policy, numeric.error)
     hessians = {}
-    for name, matrix in analytic.hessians.items():
-        numeric = engine.hessian(name, weights)
-        hessians[name] = compare(name, prep.inputs[name], matrix, numeric.value, numeric.error,
-                                 atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, options.allow_unreliable)
+    if options.order == 2:
+        from .second_order import check_second_order
+        hessians = check_second_order(prep.program, prep.table, prep.inputs, prep.wrt,
+                                      getattr(torch, options.dtype), options.device, weights,
+                                      atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy)
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -232,7 +241,7 @@ def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) 
 
 
 def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np.ndarray,
-               options: CheckOptions, atol: float, rtol: float) -> GradientResult:
+               options: CheckOptions, atol: float, rtol: float, policy: Policy) -> GradientResult:
     """A projected check of one input or intermediate: g·v against the numeric d/dt f(x + t·v)."""
     gradient = analytic.gradients[name]
     out_shape = analytic.output.shape
@@ -251,8 +260,41 @@ def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np
     v = random_directions(options.seed, name, k, np.shape(value))
     projected = np.array([g @ row.astype(np.float64) for g, row in zip(gradient, v.reshape(k, -1))])
     numeric = engine.directional(name, start, weights, v)
-    return compare_projected(name, value, projected, numeric.value, numeric.error, atol, rtol, elements,
-                             jacobian, options.allow_unreliable)
+    evidence = Evidence(projected, numeric.value, SAFETY * numeric.error,
+                        hint=_unreliable_hint(engine_method_name(engine), options.eps))
+    return projected_result(name, value, evidence, atol, rtol, elements, jacobian, policy)
+
+
+def engine_method_name(engine: NumericEngine) -> str:
+    return next((key for key, fn in METHODS.items() if fn is engine.method), "richardson")
+
+
+def _unreliable_hint(method: str, eps: float | None) -> str:
+    """What to try where the numeric side cannot tell (never the method already in use)."""
+    if eps is not None:
+        return "try a smaller --eps, or none (a step chosen per element)"
+    if method == "richardson":
+        return "try --symbolic (the exact derivative) or another --eps"
+    if method == "complex":
+        return "try --method richardson or --symbolic"
+    return "try --method richardson or another --eps"
+
+
+def _refuse_complex(values: Mapping[str, Any], grad_output: Any) -> None:
+    """Complex inputs are not checked (yet): refuse them rather than drop the imaginary part."""
+    for name, value in [*values.items(), ("--grad-output", grad_output)]:
+        is_complex = _has_complex(value)
+        if is_complex:
+            raise InputError(f"'{name}' is complex; gradcheck checks real inputs only (complex gradients follow "
+                             "torch's conjugate Wirtinger convention, which it does not verify yet): pass the "
+                             "real and imaginary parts as two real variables")
+
+
+def _has_complex(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_complex(v) for v in value)
+    return isinstance(value, complex) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)) or \
+        (hasattr(value, "is_complex") and callable(value.is_complex) and value.is_complex())
 
 
 def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:
@@ -268,26 +310,27 @@ def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOption
     return tuple(reports)
 
 
-MAX_KINK_PROBES = 1_000  # disagreeing elements examined for kinks (one-sided differences)
+MAX_KINK_PROBES = 1_000  # unsettled elements examined for kinks (one-sided differences)
 
 
-def _explain_kinks(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,
-                   result: GradientResult) -> GradientResult:
-    """Elements that disagree may sit on a kink (relu at 0, a tie in max): look from both sides."""
-    disagree = np.flatnonzero((~result.passed).reshape(-1))[:MAX_KINK_PROBES]
-    if disagree.size == 0:
-        return result
-    size = int(np.prod(result.shape)) if result.shape else 1
-    cols = disagree % size  # in Jacobian mode the input element is the trailing index
+def _one_sided(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,
+               unsure: np.ndarray) -> OneSided | None:
+    """Left and right derivatives, with bounds, at the elements the numeric estimate alone did not settle."""
+    flat = np.flatnonzero(np.asarray(unsure).reshape(-1))[:MAX_KINK_PROBES]
+    if flat.size == 0:
+        return None
+    size = int(np.size(engine.envs[start][name][0]))
+    cols = flat % max(size, 1)  # in Jacobian mode the input element is the trailing index
     unique, where = np.unique(cols, return_inverse=True)
-    left, right = engine.one_sided(name, start, weights, unique)
-    if weights is None:  # pick each disagreeing (output, input) element from its column's outputs
-        rows = disagree // size
-        left = left.reshape(unique.size, -1)[where, rows]
-        right = right.reshape(unique.size, -1)[where, rows]
-    else:
-        left, right = left[where], right[where]
-    return with_kinks(result, disagree, left, right)
+    left, left_error, right, right_error = engine.one_sided(name, start, weights, unique)
+    picked = []
+    for arr in (left, left_error, right, right_error):
+        if weights is None:  # pick each (output, input) element from its column's outputs
+            arr = arr.reshape(unique.size, -1)[where, flat // max(size, 1)]
+        else:
+            arr = arr[where]
+        picked.append(arr)
+    return OneSided(flat, picked[0], SAFETY * picked[1], picked[2], SAFETY * picked[3])
 
 
 def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:

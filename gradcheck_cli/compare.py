@@ -1,13 +1,15 @@
-"""Analytic vs numeric → result dataclasses: per-element errors, the rule that decided, the verdict."""
+"""Result types, one per kind of check (element-wise, projected, Taylor, second order), over the
+shared verdict core (verdict.py); tolerances; JSON-safe numbers."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .diagnose import diagnose
 from .graph import GraphNode
+from .verdict import SAFETY, Decision, Evidence, Policy, Verdict, decide, decide_taylor
 
 # Default (atol, rtol) per dtype. float64 is judged far tighter than torch.autograd.gradcheck's
 # (1e-5, 1e-3): the numeric side is exact to rounding (complex step) or nearly so (Richardson, error
@@ -56,10 +58,11 @@ class Projection:
 
 @dataclasses.dataclass(frozen=True)
 class GradientResult:
-    """The check of one input's (or intermediate's) gradient, element by element.
+    """The element-wise check of one input's (or intermediate's) gradient, over the shared verdict core.
 
-    Arrays have the input's shape (or output.shape + input.shape in Jacobian mode).
-    `decided_by` says which part of the tolerance atol + rtol·|numeric| was larger.
+    Arrays have the input's shape (or output.shape + input.shape in Jacobian mode). `decision` holds
+    each element's verdict (verdict.Verdict) and the numbers it was read from; `policy` is how it is
+    read (`ok`). `numeric_error` is the numeric side's error estimate (the bound is SAFETY times it).
     """
 
     name: str
@@ -68,17 +71,56 @@ class GradientResult:
     analytic: np.ndarray
     numeric: np.ndarray
     numeric_error: np.ndarray
-    abs_error: np.ndarray
-    rel_error: np.ndarray
-    tolerance: np.ndarray
-    passed: np.ndarray
-    atol_decides: np.ndarray   # True where atol > rtol·|numeric| (the atol part of the rule decided)
-    reasons: np.ndarray
+    decision: Decision
     diagnosis: str = ""
-    unreliable: np.ndarray | None = None  # outside tolerance, but the numeric estimate is as uncertain
-    allow_unreliable: bool = False
-    projection: Projection | None = None  # --fast: the arrays hold one projection a direction
+    policy: Policy = Policy()
     symbolic: np.ndarray | None = None    # --symbolic: the exact derivative, same shape as analytic
+    kind: ClassVar[str] = "elements"
+
+    @property
+    def projection(self) -> "Projection | None":
+        return None
+
+    @property
+    def verdict(self) -> np.ndarray:
+        return self.decision.verdict
+
+    @property
+    def passed(self) -> np.ndarray:
+        return self.decision.verdict == Verdict.PASS
+
+    @property
+    def unreliable(self) -> np.ndarray:
+        return self.decision.verdict == Verdict.UNRELIABLE
+
+    @property
+    def wrong(self) -> np.ndarray:
+        """Elements that disagree with a numeric estimate sure enough to blame the analytic side."""
+        return self.decision.verdict == Verdict.FAIL
+
+    @property
+    def abs_error(self) -> np.ndarray:
+        return self.decision.abs_error
+
+    @property
+    def rel_error(self) -> np.ndarray:
+        return self.decision.rel_error
+
+    @property
+    def tolerance(self) -> np.ndarray:
+        return self.decision.tolerance
+
+    @property
+    def reasons(self) -> np.ndarray:
+        return self.decision.reasons
+
+    @property
+    def atol_decides(self) -> np.ndarray:
+        return self.decision.atol_decides
+
+    @property
+    def allow_unreliable(self) -> bool:
+        return self.policy.allow_unreliable
 
     @property
     def decided_by(self) -> np.ndarray:
@@ -87,13 +129,8 @@ class GradientResult:
         return np.where(np.isnan(self.tolerance), "order", rule)
 
     @property
-    def wrong(self) -> np.ndarray:
-        """Elements that disagree with a numeric estimate sure enough to blame the analytic side."""
-        return ~self.passed & ~self.unreliable if self.unreliable is not None else ~self.passed
-
-    @property
     def ok(self) -> bool:
-        return bool(self.passed.all()) or (self.allow_unreliable and not self.wrong.any())
+        return self.policy.ok(self.decision.verdict)
 
     @property
     def max_abs_error(self) -> float:
@@ -105,7 +142,37 @@ class GradientResult:
 
     @property
     def failures(self) -> int:
-        return int((~self.passed).sum())
+        return int((self.decision.verdict != Verdict.PASS).sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectedResult(GradientResult):
+    """A projected check (`--fast`): the arrays hold one projection a direction."""
+
+    coverage: Projection | None = None
+    kind: ClassVar[str] = "projections"
+
+    @property
+    def projection(self) -> Projection | None:
+        return self.coverage
+
+
+@dataclasses.dataclass(frozen=True)
+class TaylorResult(GradientResult):
+    """`--method taylor`: numeric holds extrapolated forward differences; the verdict is the remainder order."""
+
+    orders: np.ndarray | None = None
+    kind: ClassVar[str] = "taylor"
+
+
+@dataclasses.dataclass(frozen=True)
+class SecondOrderResult(GradientResult):
+    """`--order 2`, one block: d/d`wrt` of the gradient of `of` (autograd's double backward against
+    finite differences of autograd's own gradient function, as torch.autograd.gradgradcheck does)."""
+
+    of: str = ""
+    wrt: str = ""
+    kind: ClassVar[str] = "second order"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,136 +213,55 @@ class CheckResult:
         return any(r.projection is not None for r in self.results())
 
 
-def compare(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndarray,
-            numeric_error: np.ndarray, atol: float, rtol: float, allow_unreliable: bool = False) -> GradientResult:
-    """Judge each element by torch.allclose's rule: |analytic − numeric| ≤ atol + rtol·|numeric|.
-
-    An element outside the tolerance whose numeric error estimate is at least half the discrepancy is
-    "unreliable" rather than wrong: the judge itself is unsure there.
-    """
-    with np.errstate(all="ignore"):  # in place, three float arrays in all: a Jacobian may be 9M entries
-        shape = np.shape(analytic)
-        abs_error = np.subtract(analytic, numeric, out=np.empty(shape))
-        np.abs(abs_error, out=abs_error)
-        rel_error = np.abs(numeric, out=np.empty(shape))  # |numeric| until divided below
-        tolerance = np.multiply(rel_error, rtol, out=np.empty(shape))
-        tolerance += atol
-        atol_decides = tolerance <= 2 * atol if rtol > 0 else np.ones(rel_error.shape, dtype=bool)
-        np.divide(abs_error, rel_error, out=rel_error)
-        rel_error[abs_error == 0] = 0.0
-        finite = np.isfinite(abs_error)  # nan or inf on either side makes the difference so
-        passed = np.less_equal(abs_error, tolerance, out=np.empty(shape, dtype=bool))
-        passed &= finite
-        unreliable = np.asarray(finite & ~passed)
-        if unreliable.any():  # outside tolerance: is the numeric estimate itself as unsure?
-            unreliable[unreliable] = np.broadcast_to(numeric_error, abs_error.shape)[unreliable] * 2 \
-                >= abs_error[unreliable]
-    if finite.all() and not unreliable.any():  # the common case: no reasons, and no 9M-object array
-        reasons = np.broadcast_to(np.array("", dtype=object), analytic.shape)
-    else:
-        reasons = np.full(analytic.shape, "", dtype=object)  # filled by mask: cheap when few need one
-        reasons[unreliable] = (f"numeric estimate unreliable here (±{np.max(numeric_error, initial=0):.1e}); "
-                               "try --method richardson or another --eps")
-        for side, arr in (("analytic", analytic), ("numeric", numeric)):
-            reasons[np.isinf(arr)] = f"{side} gradient is inf"
-            reasons[np.isnan(arr)] = f"{side} gradient is nan"
-    return GradientResult(name, tuple(np.shape(value)), value, analytic, numeric, numeric_error,
-                          abs_error, rel_error, tolerance, passed, atol_decides, reasons,
-                          diagnose(analytic, numeric, value, passed | unreliable, atol), unreliable,
-                          allow_unreliable)
+def element_result(name: str, value: np.ndarray, evidence: Evidence, atol: float, rtol: float,
+                   policy: Policy = Policy(), error: np.ndarray | None = None) -> GradientResult:
+    """Decide every element of an element-wise check and describe the disagreement's shape."""
+    decision = decide(evidence, atol, rtol)
+    numeric_error = evidence.bound / SAFETY if error is None else error
+    return GradientResult(name, tuple(np.shape(value)), value, evidence.analytic, evidence.numeric, numeric_error,
+                          decision, _diagnosis(evidence, value, decision, atol), policy, evidence.exact)
 
 
-def compare_projected(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndarray,
-                      numeric_error: np.ndarray, atol: float, rtol: float, elements: int, jacobian: bool,
-                      allow_unreliable: bool = False) -> GradientResult:
-    """Judge projections (one a direction) by the same rule as elements; say what that covers."""
-    per_direction = compare(name, np.arange(analytic.size, dtype=np.float64), analytic, numeric, numeric_error,
-                            atol, rtol, allow_unreliable)
-    k = int(analytic.size)
-    projection = Projection(k, elements, float(np.max(per_direction.tolerance, initial=0.0)),
-                            (0.75 if jacobian else 0.5) ** k)
-    return dataclasses.replace(per_direction, shape=tuple(np.shape(value)), value=value, diagnosis="",
-                               projection=projection)
-
-
-def with_symbolic(result: GradientResult, exact: np.ndarray, atol: float, rtol: float) -> GradientResult:
-    """Add the exact derivative as a third opinion: where analytic and numeric disagree, say which one
-    the exact value sides with. An element where only the numeric estimate is off is not a wrong
-    gradient: it becomes unreliable (the judge was wrong), with the reason."""
-    exact = np.asarray(exact, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        tol = atol + rtol * np.abs(exact)
-        analytic_right = np.abs(result.analytic - exact) <= tol
-        numeric_right = np.abs(result.numeric - exact) <= tol
-    failing = ~result.passed
+def _diagnosis(evidence: Evidence, value: np.ndarray, decision: Decision, atol: float) -> str:
+    """The shape of the proven disagreements (FAIL elements only: an unreliable one proves nothing)."""
+    failing = decision.verdict == Verdict.FAIL
     if not failing.any():
-        return dataclasses.replace(result, symbolic=exact)
-    reasons = np.array(result.reasons, dtype=object, copy=True)
-    unreliable = result.unreliable.copy()
-    numeric_off = failing & analytic_right & ~numeric_right
-    analytic_off = failing & numeric_right & ~analytic_right
-    both_off = failing & ~numeric_right & ~analytic_right
-    reasons[numeric_off] = "symbolic agrees with analytic: the numeric estimate is off here"
-    unreliable[numeric_off] = True
-    reasons[analytic_off] = "symbolic agrees with numeric: the analytic gradient is off"
-    unreliable[analytic_off] = False
-    reasons[both_off] = "symbolic disagrees with both"
-    # a diagnosis describes a wrong backward: none when the exact value clears the analytic side
-    diagnosis = result.diagnosis if (analytic_off | both_off).any() else ""
-    return dataclasses.replace(result, symbolic=exact, reasons=reasons, unreliable=unreliable, diagnosis=diagnosis)
+        return ""
+    return diagnose(evidence.analytic, evidence.numeric, value, ~failing, atol, evidence.bound)
 
 
-TAYLOR_RIGHT, TAYLOR_WRONG = 1.7, 1.3  # fitted remainder orders: ≈2 when right, ≈1 when wrong
+def projected_result(name: str, value: np.ndarray, evidence: Evidence, atol: float, rtol: float,
+                     elements: int, jacobian: bool, policy: Policy = Policy()) -> ProjectedResult:
+    """Judge projections (one a direction) by the same rule as elements; say what that covers."""
+    decision = decide(evidence, atol, rtol)
+    k = int(np.size(evidence.analytic))
+    coverage = Projection(k, elements, float(np.max(decision.tolerance, initial=0.0)),
+                          (0.75 if jacobian else 0.5) ** k)
+    return ProjectedResult(name, tuple(np.shape(value)), value, evidence.analytic, evidence.numeric,
+                           evidence.bound / SAFETY, decision, "", policy, None, coverage)
 
 
-def compare_taylor(name: str, value: np.ndarray, analytic: np.ndarray, forward: np.ndarray,
-                   orders: np.ndarray, allow_unreliable: bool = False) -> GradientResult:
-    """Judge each element by its Taylor remainder order: 2 passes, 1 fails, in between is unreliable.
-
-    An element whose remainder never rises above rounding (nan order) is linear there: it passes.
-    """
-    with np.errstate(all="ignore"):
-        abs_error = np.abs(analytic - forward)
-        rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(forward))
-    flat_ok = np.isnan(orders)
-    passed = np.isfinite(analytic) & (flat_ok | (orders >= TAYLOR_RIGHT))
-    unreliable = ~passed & np.isfinite(analytic) & (orders > TAYLOR_WRONG)
-    reasons = np.where(flat_ok, "remainder at rounding level (linear here)",
-                       np.char.add("Taylor remainder order ", np.char.mod("%.2f", np.nan_to_num(orders))))
-    reasons = np.asarray(reasons, dtype=object)
-    tolerance = np.full(analytic.shape, np.nan)
-    return GradientResult(name, tuple(np.shape(value)), value, analytic, forward, abs_error, abs_error,
-                          rel_error, tolerance, passed, np.zeros(analytic.shape, dtype=bool), reasons,
-                          diagnose(analytic, forward, value, passed | unreliable, 0.0), unreliable,
-                          allow_unreliable)
+def taylor_result(name: str, value: np.ndarray, evidence: Evidence, orders: np.ndarray,
+                  policy: Policy = Policy()) -> TaylorResult:
+    """Judge each element by its Taylor remainder order (verdict.decide_taylor)."""
+    decision = decide_taylor(evidence, orders)
+    failing = decision.verdict == Verdict.FAIL
+    diagnosis = diagnose(evidence.analytic, evidence.numeric, value, ~failing, 0.0, evidence.bound) \
+        if failing.any() else ""
+    return TaylorResult(name, tuple(np.shape(value)), value, evidence.analytic, evidence.numeric,
+                        evidence.bound / SAFETY, decision, diagnosis, policy, None, orders)
 
 
-def with_kinks(result: GradientResult, flat: np.ndarray, left: np.ndarray, right: np.ndarray) -> GradientResult:
-    """Re-judge elements where left and right derivatives differ: a kink, not a wrong gradient.
-
-    Autograd's value there passes when it lies between the one-sided derivatives (a one-sided
-    derivative or a subgradient, as torch picks for relu, abs, clamp and max); the reason says so.
-    """
-    passed = result.passed.copy().reshape(-1)
-    unreliable = result.unreliable.copy().reshape(-1)
-    reasons = result.reasons.copy().reshape(-1)
-    analytic = result.analytic.reshape(-1)
-    tol = result.tolerance.reshape(-1)
-    for k, lo, hi in zip(flat, left, right):
-        # one-sided differences carry O(h) error: only a clear jump counts as a kink
-        if not (np.isfinite(lo) and np.isfinite(hi)) or abs(hi - lo) <= 1e-4 * max(abs(hi), abs(lo), 1.0):
-            continue
-        a = analytic[k]
-        inside = min(lo, hi) - 1e-6 * max(abs(lo), abs(hi), 1.0) - tol[k] <= a <= \
-            max(lo, hi) + 1e-6 * max(abs(lo), abs(hi), 1.0) + tol[k]
-        passed[k] = passed[k] or inside
-        unreliable[k] = False
-        reasons[k] = f"not differentiable here: left {lo:.6g}, right {hi:.6g}, autograd chose {a:.6g}"
-    shape = result.passed.shape
-    passed, unreliable = passed.reshape(shape), unreliable.reshape(shape)
-    return dataclasses.replace(result, passed=passed, unreliable=unreliable, reasons=reasons.reshape(shape),
-                               diagnosis=diagnose(result.analytic, result.numeric, result.value,
-                                                  passed | unreliable, float(result.tolerance.min(initial=0))))
+def second_order_result(of: str, wrt: str, value: np.ndarray, evidence: Evidence, atol: float, rtol: float,
+                        policy: Policy = Policy()) -> SecondOrderResult:
+    """One block of a second-order check, decided by the element rule at the second-order tolerances."""
+    decision = decide(evidence, atol, rtol)
+    failing = decision.verdict == Verdict.FAIL
+    diagnosis = diagnose(evidence.analytic, evidence.numeric, np.zeros(()), ~failing, atol, evidence.bound) \
+        if failing.any() else ""
+    name = of if of == wrt else f"{of},{wrt}"
+    return SecondOrderResult(name, tuple(np.shape(value)), value, evidence.analytic, evidence.numeric,
+                             evidence.bound / SAFETY, decision, diagnosis, policy, None, of, wrt)
 
 
 def worst_order(result: GradientResult) -> np.ndarray:

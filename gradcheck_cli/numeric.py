@@ -31,6 +31,7 @@ _TAYLOR_CHUNK = 4096             # columns per batched evaluation in the Taylor 
 _EPS = np.finfo(np.float64).eps
 _COMPLEX_STEP = 1e-20
 _RICHARDSON_LEVELS = 18   # steps h·4^-k: spans 10 decades, from the scale of |x| down
+_TINY_EXTRA = 32          # more levels at a tiny |x|, down to 1e-20: steps relative to |x| there
 _RATIO = 4.0
 
 
@@ -60,20 +61,54 @@ def _exact_steps(x: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 def central(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
             to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
-    """(f(x+h) − f(x−h)) / 2h, h ≈ eps^(1/3)·max(|x|, 1); the estimate at 2h bounds the truncation error.
-    Where a step leaves the domain (nan: log, sqrt near 0), the edge is nearer than h, so no difference at
-    this step can be trusted: those elements are redone by `richardson`, which steps below the edge."""
+    """(f(x+h) - f(x-h)) / 2h, h = eps^(1/3)*max(|x|, 1), or the user's --eps. The error estimate is honest
+    only in the h^2 regime: the differences at 4h, 2h and h must shrink by about 4 each (Numerical Recipes
+    5.7); then the error of D(h) is |D(h) - D(2h)|/3. Where they do not (a step far larger than the
+    function's own scale: sin at 1e8 aliases), the estimate has not converged and its error is unknown
+    (inf: such an element cannot fail, only be unreliable). Where a step leaves the domain (nan: log,
+    sqrt near 0), the edge is nearer than h: those elements are redone by `richardson`, which steps below it."""
     h = np.full_like(x, eps) if eps else np.cbrt(_EPS) * np.maximum(np.abs(x), 1.0)
-    steps = [_exact_steps(x, h * 2), _exact_steps(x, h)]
-    plus2, plus1, minus2, minus1 = probe(steps + [-s for s in steps])
-    s2, s1 = to_out(steps[0]), to_out(steps[1])
-    coarse, fine = (plus2 - minus2) / (2 * s2), (plus1 - minus1) / (2 * s1)
-    error = np.abs(fine - coarse) / 3 + _EPS * np.maximum(np.abs(plus1), np.abs(minus1)) / s1
-    crossed = ~(np.isfinite(coarse) & np.isfinite(fine))
+    steps = [_exact_steps(x, h * 4), _exact_steps(x, h * 2), _exact_steps(x, h)]
+    outs = probe(steps + [-s for s in steps])
+    res = _resolution(outs)
+    diffs, noise = [], []
+    for step, plus, minus in zip(steps, outs[:3], outs[3:]):
+        width = to_out(step)
+        diffs.append((plus - minus) / (2 * width))
+        noise.append(res * np.maximum(np.abs(plus), np.abs(minus)) / width)
+    coarser, coarse, fine = diffs
+    with np.errstate(all="ignore"):
+        d1, d2 = np.abs(fine - coarse), np.abs(coarse - coarser)
+        at_noise = d2 <= 10 * (noise[0] + noise[1])  # differences at rounding level: truncation is below it
+        asymptotic = (d2 >= 1.5 * d1) & (d2 <= 20 * d1)
+        error = np.where(at_noise, d1 + d2, np.where(asymptotic, d1 / 3, np.inf)) + 10 * noise[2]
+    crossed = ~(np.isfinite(coarser) & np.isfinite(coarse) & np.isfinite(fine))
     if crossed.any():
         value, estimate = richardson(probe, x, eps, to_out, to_in)
         fine, error = np.where(crossed, value, fine), np.where(crossed, estimate, error)
     return fine, error
+
+
+def _resolution(outs: list[np.ndarray]) -> np.ndarray:
+    """The relative rounding of the function's values, per output element: float64's, unless every finite
+    value probed (at least 4 distinct ones) is a float32 (float16, bfloat16) number. Then the forward
+    rounds through that type (a `.float()` inside a float64 op), and its differences carry that noise."""
+    stack = np.real(np.stack(outs)).astype(np.float64)
+    clean = np.where(np.isfinite(stack), stack, 0.0)
+    res = np.full(stack.shape[1:], _EPS)
+    distinct = 1 + np.sum(np.diff(np.sort(clean, axis=0), axis=0) != 0, axis=0)
+    several = distinct >= 4
+    if not several.any():
+        return res
+    with np.errstate(all="ignore"):
+        single = clean.astype(np.float32)
+        fits32 = single.astype(np.float64) == clean
+        fits16 = clean.astype(np.float16).astype(np.float64) == clean
+        fits_bf16 = fits32 & ((single.view(np.uint32) & 0xFFFF) == 0)
+    for fits, eps in ((fits32, np.finfo(np.float32).eps), (fits16, np.finfo(np.float16).eps),
+                      (fits_bf16, 2.0**-7)):
+        res = np.where(fits.all(axis=0) & several, eps, res)
+    return res
 
 
 def _extrapolate(diffs: list[np.ndarray], rounding: list[np.ndarray],
@@ -98,14 +133,35 @@ def _extrapolate(diffs: list[np.ndarray], rounding: list[np.ndarray],
 
 def _better(value: np.ndarray, error: np.ndarray, candidate: np.ndarray,
             estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Element by element, whichever of two estimates has the smaller (finite) error estimate."""
+    """Element by element, whichever of two estimates has the smaller (finite) error estimate, except that
+    one whose error is below half its own size beats one whose error is not: near a pole the large steps
+    give small garbage with a small absolute error (1/x at 1e-9: 4e5 ± 4e5 against −1e18 ± 1e7)."""
     rank = np.where(np.isfinite(error), error, np.inf)
-    wins = np.where(np.isfinite(estimate), estimate, np.inf) < rank
+    other = np.where(np.isfinite(estimate), estimate, np.inf)
+    with np.errstate(invalid="ignore"):
+        settled, candidate_settled = rank <= 0.5 * np.abs(value), other <= 0.5 * np.abs(candidate)
+    wins = np.where(settled == candidate_settled, other < rank, candidate_settled)
     return np.where(wins, candidate, value), np.where(wins, estimate, error)
+
+
+def _tiny_levels(x: np.ndarray) -> int:
+    """Levels a ladder from 0.1·max(|x|, 1) needs beyond the usual to reach as far below a tiny |x| (1/x at
+    1e-9 varies on the scale of 1e-9: steps of 1e-11 are not small there); 0 when no |x| is below 1."""
+    tiny = np.abs(x[(x != 0) & (np.abs(x) < 1)])
+    if tiny.size == 0:
+        return 0
+    return int(min(np.ceil(np.log(1 / tiny.min()) / np.log(_RATIO)), _TINY_EXTRA))
 
 
 def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
                to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
+    """See `_richardson`; steps below a large |x|'s resolution (0 wide) and edges give nan, never a winner."""
+    with np.errstate(all="ignore"):
+        return _richardson(probe, x, eps, to_out, to_in)
+
+
+def _richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
+                to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
     """Central differences on a ladder of steps h·4^-k, each run of 3 extrapolated (Richardson);
     every element takes the extrapolation with the smallest error estimate, so the step adapts to the
     function's own scale (sin at 1e8 needs h near 1, x³ at 1e5 needs h near 1e2).
@@ -114,16 +170,17 @@ def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
     elements also get one-sided differences from the side that stayed inside, extrapolated the same way,
     and a new ladder that starts at the largest step that stayed inside on both sides, so no value used
     ever comes from across the edge."""
-    levels = _RICHARDSON_LEVELS if eps is None else 4
+    levels = 4 if eps else _RICHARDSON_LEVELS + _tiny_levels(x)
     h = np.full_like(x, eps) if eps else 1e-1 * np.maximum(np.abs(x), 1.0)
-    best = err = f0 = None
+    best = err = f0 = res = None
     for _ in range(1 if eps else _EDGE_PASSES):
         steps = [_exact_steps(x, h / _RATIO**k) for k in range(levels)]
         outs = probe(steps + [-s for s in steps])
         plus, minus = outs[:levels], outs[levels:]
         widths = [np.broadcast_to(to_out(s), plus[0].shape) for s in steps]
         diffs = [(p - m) / (2 * w) for p, m, w in zip(plus, minus, widths)]
-        rounding = [_EPS * np.maximum(np.abs(p), np.abs(m)) / w for p, m, w in zip(plus, minus, widths)]
+        res = _resolution(plus + minus) if res is None else res
+        rounding = [res * np.maximum(np.abs(p), np.abs(m)) / w for p, m, w in zip(plus, minus, widths)]
         value, error = _extrapolate(diffs, rounding, (2, 4))
         best, err = (value, error) if best is None else _better(best, err, value, error)
         inside_plus = np.stack([np.isfinite(p) for p in plus])
@@ -141,7 +198,7 @@ def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
             if safe.any():
                 one = [np.where(k >= first, sign * (o - f0) / w, np.nan)
                        for k, (o, w) in enumerate(zip(side, widths))]
-                noise = [_EPS * np.maximum(np.abs(o), np.abs(f0)) / w for o, w in zip(side, widths)]
+                noise = [res * np.maximum(np.abs(o), np.abs(f0)) / w for o, w in zip(side, widths)]
                 value, error = _extrapolate(one, noise, (1, 2, 3))
                 best, err = _better(best, err, value, np.where(safe, error, np.inf))
         # the next ladder starts at the largest step inside on both sides (below the smallest, if none)
@@ -154,10 +211,24 @@ def richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
 
 def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
                  to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
-    h = eps if eps else _COMPLEX_STEP
-    (out,) = probe([np.full(x.shape, 1j * h)])
-    value = np.imag(out) / h
-    return value, 8 * _EPS * np.abs(value)
+    """Im f(x + ih) / h (Squire & Trapp 1998) with h relative to |x| (1e-20*|x|): a fixed 1e-20 is no small
+    step at x = 1e-18, where 1/x, log and sqrt vary on the scale of x itself; relative to |x|, the
+    truncation error h^2 f'''/6 stays far below rounding. With the user's --eps it need not: the
+    estimates at 2h and 4h bound it, as for central differences."""
+    if eps is None:
+        h = np.where(x != 0, np.maximum(_COMPLEX_STEP * np.abs(x), 1e-300), _COMPLEX_STEP)
+        (out,) = probe([1j * h])
+        value = np.imag(out) / to_out(h)
+        return value, 8 * _EPS * np.abs(value)
+    h = np.full(x.shape, float(eps))
+    outs = probe([4j * h, 2j * h, 1j * h])
+    coarser, coarse, fine = (np.imag(o) / to_out(k * h) for o, k in zip(outs, (4, 2, 1)))
+    with np.errstate(all="ignore"):
+        d1, d2 = np.abs(fine - coarse), np.abs(coarse - coarser)
+        at_noise = d2 <= 64 * _EPS * np.abs(fine)
+        asymptotic = (d2 >= 1.5 * d1) & (d2 <= 20 * d1)
+        error = np.where(at_noise, d1 + d2, np.where(asymptotic, d1 / 3, np.inf)) + 8 * _EPS * np.abs(fine)
+    return fine, error
 
 
 METHODS: dict[str, Method] = {"central": central, "richardson": richardson, "complex": complex_step}
@@ -334,49 +405,10 @@ class NumericEngine:
             value, error = self.method(probe, scale, self.eps, lambda s: s, lambda s: s)
         return Derivative(np.real(value), error)
 
-    def hessian(self, name: str, weights: np.ndarray) -> Derivative:
-        """d²s/dx² for s = Σ weights·output, x an input: shape x.shape + x.shape.
-
-        The inner derivative is complex step (exact) where the ops allow it, else central; the outer
-        one is a central difference at δ, δ/2, δ/4, Richardson-extrapolated. Independent of torch.
-        """
-        base = self.envs[0][name][0]
-        n = base.size
-        s = self._contracted(name, 0, weights)
-
-        def gradients(points: np.ndarray) -> np.ndarray:
-            """Numeric gradient of s at each row of points (P, n) → (P, n)."""
-            count = points.shape[0]
-            cols = np.tile(np.arange(n), count)
-            rows = np.arange(count * n)
-            if self.is_complex:
-                batch = np.repeat(points, n, axis=0).astype(np.complex128)
-                batch[rows, cols] += 1j * _COMPLEX_STEP
-                return np.imag(s(batch.reshape((-1,) + base.shape))).reshape(count, n) / _COMPLEX_STEP
-            h = np.cbrt(_EPS) * np.maximum(np.abs(points), 1.0).reshape(-1)
-            plus, minus = np.repeat(points, n, axis=0), np.repeat(points, n, axis=0)
-            plus[rows, cols] += h
-            minus[rows, cols] -= h
-            diff = s(plus.reshape((-1,) + base.shape)) - s(minus.reshape((-1,) + base.shape))
-            return (diff / (2 * h)).reshape(count, n)
-
-        flat = base.reshape(-1)
-        levels = []
-        for level in range(3):
-            delta = _exact_steps(flat, 1e-2 * np.maximum(np.abs(flat), 1.0) / 2**level)
-            shifted = np.concatenate([flat + np.diag(delta), flat - np.diag(delta)])
-            with np.errstate(all="ignore"):
-                g = gradients(shifted)
-            levels.append((g[:n] - g[n:]) / (2 * delta[:, None]))  # row j: d gradient / d x_j
-        first = [(4 * levels[k + 1] - levels[k]) / 3 for k in range(2)]
-        best = (16 * first[1] - first[0]) / 15
-        error = np.abs(best - first[1]) + 1e-3 * np.abs(levels[2] - levels[1])
-        shape = base.shape + base.shape
-        return Derivative(best.T.reshape(shape), error.T.reshape(shape))
-
     def taylor(self, name: str, start: int, weights: np.ndarray,
                analytic: np.ndarray) -> tuple[Derivative, np.ndarray]:
-        """The Taylor remainder test along each coordinate: (forward differences, fitted orders).
+        """The Taylor remainder test along each coordinate: (extrapolated forward differences with their
+        error estimate, fitted orders).
 
         r(h) = |s(x + h·e_j) − s(x) − h·a_j| shrinks as h² when a_j is the derivative and as h when it
         is not; the order is the least-squares slope of log r against log h over the steps where r
@@ -391,6 +423,7 @@ class NumericEngine:
         steps = [_exact_steps(flat, 1e-2 * scale / 4**k) for k in range(_TAYLOR_LEVELS)]
         orders = np.full(flat.size, np.nan)
         forward = np.zeros(flat.size)
+        forward_error = np.zeros(flat.size)
         noise = 1e3 * _EPS * max(abs(s0), np.max(np.abs(w), initial=0.0))
         for lo in range(0, flat.size, _TAYLOR_CHUNK):
             cols = np.arange(lo, min(flat.size, lo + _TAYLOR_CHUNK))
@@ -399,47 +432,57 @@ class NumericEngine:
                 outs = [o[:, 0] for o in probe([h[cols] for h in steps])]
             logs_h = np.log([h[cols] for h in steps])
             remainders = np.abs(np.stack(outs) - s0 - np.stack([h[cols] for h in steps]) * grad[cols])
-            forward[cols] = (outs[-1] - s0) / steps[-1][cols]
+            widths = [h[cols] for h in steps]
+            diffs = [(o - s0) / w for o, w in zip(outs, widths)]
+            rounding = [_EPS * np.maximum(np.abs(o), abs(s0)) / w for o, w in zip(outs, widths)]
+            with np.errstate(all="ignore"):
+                forward[cols], forward_error[cols] = _extrapolate(diffs, rounding, (1, 2, 3))
             for i, col in enumerate(cols):
                 # the asymptotic regime is at small steps; rounding takes over below the noise floor
                 above = np.flatnonzero(remainders[:, i] > noise)[-_TAYLOR_FIT:]
                 if above.size >= 3:
                     orders[col] = np.polyfit(logs_h[above, i], np.log(remainders[above, i]), 1)[0]
-        error = np.abs(forward - grad)
-        return Derivative(forward.reshape(base.shape), error.reshape(base.shape)), orders.reshape(base.shape)
+        return Derivative(forward.reshape(base.shape), forward_error.reshape(base.shape)), orders.reshape(base.shape)
 
     def one_sided(self, name: str, start: int, weights: np.ndarray | None,
-                  cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Left and right first differences, (f(x) − f(x−h))/h and (f(x+h) − f(x))/h, for the given
-        flat elements of `name`: where they disagree, the function has a kink there. nan where the
-        disagreement shrinks with the step (no kink, only curvature).
+                  cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Left and right derivatives with their error estimates, for the given flat elements of `name`:
+        (left, left_error, right, right_error).
 
-        Returns arrays of shape (len(cols),) when contracted with weights, else (len(cols), *out).
+        Each side is a ladder of one-sided differences, (f(x+h) - f(x))/h and (f(x) - f(x-h))/h for
+        h = 0.1*max(|x|, 1)*4^-k, Richardson-extrapolated (powers 1, 2, 3) with the same error estimate as
+        `richardson`; the ladder reaches steps far below |x| (1/x at 1e-9 needs h << 1e-9), so a smooth
+        function's two sides converge to one value and a kink's stay apart. Arrays of shape (len(cols),)
+        when contracted with weights, else (len(cols), *out).
         """
         base = self.envs[start][name][0]
         out_shape = self.output.shape
         g = self._function(name, start)
         flat = base.reshape(-1)
-        coarse = _exact_steps(flat[cols], np.sqrt(_EPS) * np.maximum(np.abs(flat[cols]), 1.0))
-        fine = _exact_steps(flat[cols], coarse / 16)
+        x = flat[cols]
+        levels = _RICHARDSON_LEVELS + _tiny_levels(x)
+        h0 = 0.1 * np.maximum(np.abs(x), 1.0)
+        steps = [_exact_steps(x, h0 / _RATIO**k) for k in range(levels)]
         probe = _make_probe(lambda b: np.broadcast_to(g(b), (b.shape[0],) + out_shape), base, cols)
         with np.errstate(all="ignore"):
-            outs = probe([coarse, -coarse, fine, -fine])
-        sides = []
-        for plus, minus, h in ((outs[0], outs[1], coarse), (outs[2], outs[3], fine)):
-            steps = h.reshape(h.shape + (1,) * len(out_shape))
-            right, left = (plus - self.output) / steps, (self.output - minus) / steps
-            if weights is not None:
-                w = np.broadcast_to(weights, out_shape)
-                axes = tuple(range(1, right.ndim))
-                right, left = np.sum(right * w, axis=axes), np.sum(left * w, axis=axes)
-            sides.append((left, right))
-        (left1, right1), (left, right) = sides
-        # at a kink the jump stays as the step shrinks; on a smooth function it shrinks with the step
-        # (sin at 1e8 with a step of 1.5 looks like a jump at that step alone)
-        with np.errstate(all="ignore"):
-            persists = np.abs(right - left) >= 0.5 * np.abs(right1 - left1)
-        return np.where(persists, left, np.nan), np.where(persists, right, np.nan)
+            outs = probe(steps + [-s for s in steps])
+            res = _resolution(outs)
+            f0 = self.output
+            w = None if weights is None else np.broadcast_to(weights, out_shape)
+            axes = tuple(range(1, 1 + len(out_shape)))
+            found = []
+            for sign, side in ((-1, outs[levels:]), (1, outs[:levels])):
+                diffs, noise = [], []
+                for step, o in zip(steps, side):
+                    width = step.reshape(step.shape + (1,) * len(out_shape))
+                    d = sign * (o - f0) / width
+                    n = res * np.maximum(np.abs(o), np.abs(f0)) / width
+                    if w is not None:
+                        d, n = np.sum(d * w, axis=axes), np.sum(n * np.abs(w), axis=axes)
+                    diffs.append(d)
+                    noise.append(n)
+                found += list(_extrapolate(diffs, noise, (1, 2, 3)))
+        return found[0], found[1], found[2], found[3]
 
     def _columns(self, name: str, start: int, weights: np.ndarray | None) -> Derivative:
         """Column by column, a chunk of columns per batched evaluation."""
@@ -485,7 +528,7 @@ class NumericEngine:
 
 
 def _probe_count(method: Method) -> int:
-    return {central: 4, richardson: 2 * _RICHARDSON_LEVELS, complex_step: 1}[method]
+    return {central: 6, richardson: 2 * _RICHARDSON_LEVELS, complex_step: 3}[method]
 
 
 def _make_probe(f: Callable[[np.ndarray], np.ndarray], base: np.ndarray, cols: np.ndarray) -> Probe:

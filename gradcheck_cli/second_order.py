@@ -1,0 +1,132 @@
+"""`--order 2`: a check of the VJP function, as torch.autograd.gradgradcheck composes it.
+
+The function checked is G(x₁, …, xₙ) = the gradients of Σ weights·output with respect to every input,
+as torch's backward computes them. Its Jacobian, every block dG_a/dx_b (mixed partials included), comes
+analytically from double backward (create_graph=True, then backward through the backward) and
+numerically from central differences of G itself, Richardson-extrapolated. A backward that autograd
+cannot differentiate through correctly (it uses `y.detach()`, or returns a tensor built outside the
+graph) fails in the block it breaks, though every first derivative is right.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .compare import SecondOrderResult, second_order_result
+from .errors import InputError
+from .evaluate import TorchBackend, Walker
+from .numeric import _EPS, _exact_steps, _extrapolate
+from .ops import OpSpec
+from .parse import Program
+from .verdict import SAFETY, Evidence, Policy
+
+MAX_HESSIAN_ELEMENTS = 200  # elements of the inputs together in a second-order check
+_LEVELS = 5                 # outer steps 1e-2·max(|x|, 1)·4^-k
+
+
+def check_second_order(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+                       wrt: tuple[str, ...], dtype: Any, device: str, weights: np.ndarray, atol: float,
+                       rtol: float, policy: Policy) -> dict[str, SecondOrderResult]:
+    """Every block d(gradient of a)/d b for a, b in `wrt`: "a" for a diagonal block, "a,b" for a mixed one.
+
+    Raises:
+        InputError: inputs with more than MAX_HESSIAN_ELEMENTS elements together.
+    """
+    total = sum(int(np.size(inputs[name])) for name in wrt)
+    if total > MAX_HESSIAN_ELEMENTS:
+        raise InputError(f"--order 2 checks inputs of up to {MAX_HESSIAN_ELEMENTS} elements together; these have "
+                         f"{total}; use --wrt to pick fewer")
+    analytic = _double_backward(program, table, inputs, wrt, dtype, device, weights)
+    numeric, error = _differenced(program, table, inputs, wrt, device, weights)
+    results = {}
+    for a in wrt:
+        for b in wrt:
+            evidence = Evidence(analytic[a, b], numeric[a, b], SAFETY * error[a, b])
+            result = second_order_result(a, b, inputs[b], evidence, atol, rtol, policy)
+            results[result.name] = result
+    return results
+
+
+def _run(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray], wrt: tuple[str, ...],
+         dtype: Any, device: str) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    leaves = {name: torch.tensor(value, dtype=dtype, device=device, requires_grad=name in wrt)
+              for name, value in inputs.items()}
+    out = Walker(program, table, TorchBackend(dtype, device)).run(dict(leaves))
+    return out, leaves
+
+
+def _double_backward(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+                     wrt: tuple[str, ...], dtype: Any, device: str,
+                     weights: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    """d(gradient of a)/d b by backward through the backward: shape a.shape + b.shape."""
+    import torch
+
+    out, leaves = _run(program, table, inputs, wrt, dtype, device)
+    targets = [leaves[n] for n in wrt]
+    w = torch.tensor(np.reshape(weights, tuple(out.shape)), dtype=dtype, device=device)
+    grads = torch.autograd.grad(out, targets, w, create_graph=True, allow_unused=True)
+    blocks = {}
+    for a, g in zip(wrt, grads):
+        shape_a = tuple(np.shape(inputs[a]))
+        rows: dict[str, list[np.ndarray]] = {b: [] for b in wrt}
+        flat = None if g is None else g.reshape(-1)
+        for j in range(int(np.prod(shape_a, dtype=int))):
+            second = [None] * len(wrt)
+            if flat is not None and flat.requires_grad:  # else the gradient does not depend on the inputs
+                second = torch.autograd.grad(flat[j], targets, retain_graph=True, allow_unused=True)
+            for b, t, row in zip(wrt, targets, second):
+                rows[b].append(np.zeros(tuple(t.shape)) if row is None else
+                               row.detach().to("cpu", dtype=torch.float64).numpy())
+        for b in wrt:
+            shape = shape_a + tuple(np.shape(inputs[b]))
+            blocks[a, b] = np.stack(rows[b]).reshape(shape) if rows[b] else np.zeros(shape)
+    return blocks
+
+
+def _differenced(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+                 wrt: tuple[str, ...], device: str, weights: np.ndarray):
+    """dG_a/d b by central differences of torch's float64 gradient function G (gradgradcheck's numeric side),
+    on a ladder of steps Richardson-extrapolated; (values, error estimates) keyed by (a, b)."""
+    import torch
+
+    def gradient(point: Mapping[str, np.ndarray]) -> np.ndarray:
+        """G at a point, every input's gradient flattened into one vector (nan outside the domain)."""
+        with np.errstate(all="ignore"):
+            out, leaves = _run(program, table, point, wrt, torch.float64, device)
+            w = torch.tensor(np.reshape(weights, tuple(out.shape)), dtype=torch.float64, device=device)
+            grads = torch.autograd.grad(out, [leaves[n] for n in wrt], w, allow_unused=True)
+        return np.concatenate([np.zeros(np.size(inputs[n])) if g is None else
+                               g.detach().cpu().numpy().reshape(-1) for n, g in zip(wrt, grads)])
+
+    sizes = [int(np.size(inputs[n])) for n in wrt]
+    offsets = np.cumsum([0] + sizes)
+    total = int(offsets[-1])
+    value, error = np.zeros((total, total)), np.zeros((total, total))
+    for i, b in enumerate(wrt):
+        flat = np.asarray(inputs[b], dtype=np.float64).reshape(-1)
+        for k in range(flat.size):
+            diffs, noise = [], []
+            for level in range(_LEVELS):
+                delta = float(_exact_steps(flat[k], 1e-2 * max(abs(flat[k]), 1.0) / 4**level))
+                sides = []
+                for sign in (1, -1):
+                    moved = flat.copy()
+                    moved[k] += sign * delta
+                    point = {**inputs, b: moved.reshape(np.shape(inputs[b]))}
+                    sides.append(gradient(point))
+                diffs.append((sides[0] - sides[1]) / (2 * delta))
+                noise.append(_EPS * np.maximum(np.abs(sides[0]), np.abs(sides[1])) / delta)
+            with np.errstate(all="ignore"):
+                column, estimate = _extrapolate(diffs, noise, (2, 4))
+            value[:, offsets[i] + k], error[:, offsets[i] + k] = column, estimate
+    blocks, errors = {}, {}
+    for i, a in enumerate(wrt):
+        for j, b in enumerate(wrt):
+            shape = tuple(np.shape(inputs[a])) + tuple(np.shape(inputs[b]))
+            rows, cols = slice(offsets[i], offsets[i + 1]), slice(offsets[j], offsets[j + 1])
+            blocks[a, b] = value[rows, cols].reshape(shape)
+            errors[a, b] = error[rows, cols].reshape(shape)
+    return blocks, errors

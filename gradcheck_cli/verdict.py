@@ -1,0 +1,199 @@
+"""One decision per element, made once, from all the evidence gathered for it.
+
+Evidence for an element: the analytic value; the numeric estimate with an honest bound on its error
+(|numeric − true| ≤ bound); where probed, the one-sided derivatives with their own bounds; with
+--symbolic, the exact value. The rule (tolerance = atol + rtol·|numeric|, torch.allclose's):
+
+- PASS        |analytic − numeric| ≤ tolerance, or ≤ tolerance + bound with a bound no larger than
+              the tolerance (the estimate is good enough to vouch for it);
+- FAIL        |analytic − numeric| > tolerance + bound: the disagreement is proven;
+- UNRELIABLE  inside tolerance + bound, but the bound is larger than the tolerance: the numeric side
+              cannot tell.
+
+A kink is claimed only where both one-sided estimates have converged (bounds far below the jump);
+there autograd passes when its value lies between them (a one-sided derivative or a subgradient) and
+fails when it does not. An element whose one-sided estimates have not converged keeps the rule above:
+a kink never waives an unproven disagreement. The exact value, where given, decides elements the
+numeric side alone did not pass. Policy (--allow-unreliable) is not applied here: see `Policy`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+SAFETY = 2.0           # an error estimate times this is the bound the rule uses
+KINK_CONVERGED = 1e-2  # one-sided bounds below this fraction of the jump: the jump is real
+
+
+class Verdict(enum.IntEnum):
+    PASS = 0
+    UNRELIABLE = 1
+    FAIL = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How verdicts are read: UNRELIABLE elements fail a check unless `allow_unreliable`."""
+
+    allow_unreliable: bool = False
+
+    def ok(self, verdict: np.ndarray) -> bool:
+        worst = Verdict.UNRELIABLE if self.allow_unreliable else Verdict.PASS
+        return bool(np.all(verdict <= worst))
+
+
+@dataclasses.dataclass(frozen=True)
+class OneSided:
+    """Left and right derivatives (with bounds) at some flat elements of a result."""
+
+    flat: np.ndarray
+    left: np.ndarray
+    left_bound: np.ndarray
+    right: np.ndarray
+    right_bound: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What is known about each element before anything is decided (arrays of one shape)."""
+
+    analytic: np.ndarray
+    numeric: np.ndarray
+    bound: np.ndarray
+    exact: np.ndarray | None = None
+    one_sided: OneSided | None = None
+    hint: str = "try --method richardson or another --eps"  # what to do about an unreliable element
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The verdict of every element, the numbers it was read from, and a reason where one is due."""
+
+    verdict: np.ndarray        # Verdict values, int8
+    abs_error: np.ndarray
+    rel_error: np.ndarray
+    tolerance: np.ndarray      # nan where the rule was not a tolerance (the Taylor test)
+    atol_decides: np.ndarray   # True where atol > rtol·|numeric|
+    reasons: np.ndarray        # object array of str ("" for none)
+    kink: np.ndarray | None = None  # True where a kink was proven
+
+
+def errors(analytic: np.ndarray, numeric: np.ndarray, atol: float,
+           rtol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """abs error, rel error, tolerance and where atol decides; in place (a Jacobian may be 9M entries)."""
+    with np.errstate(all="ignore"):
+        shape = np.shape(analytic)
+        abs_error = np.subtract(analytic, numeric, out=np.empty(shape))
+        np.abs(abs_error, out=abs_error)
+        rel_error = np.abs(numeric, out=np.empty(shape))  # |numeric| until divided below
+        tolerance = np.multiply(rel_error, rtol, out=np.empty(shape))
+        tolerance += atol
+        atol_decides = tolerance <= 2 * atol if rtol > 0 else np.ones(shape, dtype=bool)
+        np.divide(abs_error, rel_error, out=rel_error)
+        rel_error[abs_error == 0] = 0.0
+    return abs_error, rel_error, tolerance, atol_decides
+
+
+def needs_more(analytic: np.ndarray, numeric: np.ndarray, bound: np.ndarray, atol: float,
+               rtol: float) -> np.ndarray:
+    """Elements the numeric estimate alone does not pass: where one-sided probes are worth taking."""
+    with np.errstate(all="ignore"):
+        gap = np.abs(analytic - numeric)
+        tol = atol + rtol * np.abs(numeric)
+        bound = np.broadcast_to(bound, gap.shape)
+        return ~((gap <= tol) | ((gap <= tol + bound) & (bound <= tol)))
+
+
+def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
+    """Every element's verdict from its evidence, once."""
+    analytic, numeric = evidence.analytic, evidence.numeric
+    abs_error, rel_error, tolerance, atol_decides = errors(analytic, numeric, atol, rtol)
+    bound = np.broadcast_to(evidence.bound, abs_error.shape)
+    finite = np.isfinite(abs_error)
+    with np.errstate(all="ignore"):
+        within = abs_error <= tolerance + bound
+        verdict = np.where(abs_error <= tolerance, Verdict.PASS,
+                           np.where(within & (bound <= tolerance), Verdict.PASS,
+                                    np.where(within, Verdict.UNRELIABLE, Verdict.FAIL))).astype(np.int8)
+    verdict[~finite] = Verdict.FAIL
+    plain = finite.all() and not (verdict == Verdict.UNRELIABLE).any() and evidence.one_sided is None
+    if plain and (evidence.exact is None or (verdict == Verdict.PASS).all()):
+        reasons = np.broadcast_to(np.array("", dtype=object), abs_error.shape)  # no 9M-object array
+        return Decision(verdict, abs_error, rel_error, tolerance, atol_decides, reasons)
+    reasons = np.full(abs_error.shape, "", dtype=object)  # filled by mask: cheap when few need one
+    unsure = verdict == Verdict.UNRELIABLE
+    if unsure.any():
+        reasons[unsure] = [f"numeric estimate unreliable here (±{b:.1e}); {evidence.hint}" for b in bound[unsure]]
+    for side, arr in (("analytic", analytic), ("numeric", numeric)):
+        reasons[np.isinf(arr)] = f"{side} gradient is inf"
+        reasons[np.isnan(arr)] = f"{side} gradient is nan"
+    kink = _kinks(evidence, tolerance, verdict, reasons) if evidence.one_sided is not None else None
+    if evidence.exact is not None:
+        _exact(evidence, atol, rtol, bound, verdict, reasons, finite & (kink is None or ~kink))
+    return Decision(verdict, abs_error, rel_error, tolerance, atol_decides, reasons, kink)
+
+
+def _kinks(evidence: Evidence, tolerance: np.ndarray, verdict: np.ndarray, reasons: np.ndarray) -> np.ndarray:
+    """Proven kinks decide their elements (written into verdict and reasons); returns where they are."""
+    sided = evidence.one_sided
+    kink = np.zeros(verdict.shape, dtype=bool)
+    flat_verdict, flat_reasons, flat_kink = verdict.reshape(-1), reasons.reshape(-1), kink.reshape(-1)
+    analytic, tol = evidence.analytic.reshape(-1), tolerance.reshape(-1)
+    for k, lo, lo_b, hi, hi_b in zip(sided.flat, sided.left, sided.left_bound, sided.right, sided.right_bound):
+        jump = abs(hi - lo)
+        if not (np.isfinite(jump) and np.isfinite(lo_b) and np.isfinite(hi_b)):
+            continue
+        if jump <= tol[k] or max(lo_b, hi_b) > KINK_CONVERGED * jump:
+            continue  # no jump, or one the estimates cannot vouch for: no kink is claimed
+        a = analytic[k]
+        inside = min(lo, hi) - tol[k] - (lo_b if lo < hi else hi_b) <= a <= \
+            max(lo, hi) + tol[k] + (hi_b if lo < hi else lo_b)
+        flat_kink[k] = True
+        flat_verdict[k] = Verdict.PASS if inside else Verdict.FAIL
+        flat_reasons[k] = f"not differentiable here: left {lo:.6g}, right {hi:.6g}, autograd chose {a:.6g}"
+    return kink
+
+
+def _exact(evidence: Evidence, atol: float, rtol: float, bound: np.ndarray, verdict: np.ndarray,
+           reasons: np.ndarray, open_: np.ndarray) -> None:
+    """The exact value decides the (finite, non-kink) elements the numeric side did not pass."""
+    exact = np.asarray(evidence.exact, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        tol = atol + rtol * np.abs(exact)
+        analytic_right = np.abs(evidence.analytic - exact) <= tol
+        numeric_right = np.abs(evidence.numeric - exact) <= tol + bound
+    undecided = open_ & (verdict != Verdict.PASS)
+    for mask, value, text in (
+            (analytic_right, Verdict.UNRELIABLE, "symbolic agrees with analytic: the numeric estimate is off here"),
+            (~analytic_right & numeric_right, Verdict.FAIL, "symbolic agrees with numeric: the analytic gradient is off"),
+            (~analytic_right & ~numeric_right, Verdict.FAIL, "symbolic disagrees with both")):
+        where = undecided & mask
+        verdict[where] = value
+        reasons[where] = text
+
+
+TAYLOR_RIGHT, TAYLOR_WRONG = 1.7, 1.3  # fitted remainder orders: ≈2 when right, ≈1 when wrong
+
+
+def decide_taylor(evidence: Evidence, orders: np.ndarray) -> Decision:
+    """The Taylor test's verdict: remainder order ≈2 passes, ≈1 fails, in between is unreliable; a
+    remainder at rounding level (nan order) is linear there and passes. Proven kinks decide as above."""
+    analytic, forward = evidence.analytic, evidence.numeric
+    with np.errstate(all="ignore"):
+        abs_error = np.abs(analytic - forward)
+        rel_error = np.where(abs_error == 0, 0.0, abs_error / np.abs(forward))
+    flat_ok = np.isnan(orders)
+    finite = np.isfinite(analytic)
+    verdict = np.where(finite & (flat_ok | (orders >= TAYLOR_RIGHT)), Verdict.PASS,
+                       np.where(finite & (orders > TAYLOR_WRONG), Verdict.UNRELIABLE, Verdict.FAIL)).astype(np.int8)
+    reasons = np.where(flat_ok, "remainder at rounding level (linear here)",
+                       np.char.add("Taylor remainder order ", np.char.mod("%.2f", np.nan_to_num(orders))))
+    reasons = np.array(reasons, dtype=object)
+    tolerance = np.full(np.shape(analytic), np.nan)
+    kink = None
+    if evidence.one_sided is not None:
+        kink = _kinks(evidence, np.zeros(np.shape(analytic)), verdict, reasons)
+    return Decision(verdict, abs_error, rel_error, tolerance, np.zeros(np.shape(analytic), dtype=bool),
+                    reasons, kink)
