@@ -80,13 +80,21 @@ def central(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
     with np.errstate(all="ignore"):
         d1, d2 = np.abs(fine - coarse), np.abs(coarse - coarser)
         at_noise = d2 <= 10 * (noise[0] + noise[1])  # differences at rounding level: truncation is below it
-        asymptotic = (d2 >= 1.5 * d1) & (d2 <= 20 * d1)
+        asymptotic = _asymptotic(d1, d2, fine)
         error = np.where(at_noise, d1 + d2, np.where(asymptotic, d1 / 3, np.inf)) + 10 * noise[2]
     crossed = ~(np.isfinite(coarser) & np.isfinite(coarse) & np.isfinite(fine))
     if crossed.any():
         value, estimate = richardson(probe, x, eps, to_out, to_in)
         fine, error = np.where(crossed, value, fine), np.where(crossed, estimate, error)
     return fine, error
+
+
+def _asymptotic(d1: np.ndarray, d2: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Differences at h, 2h, 4h in the regime their error model assumes: successive gaps shrinking by 4
+    (the h^2 term) or 16 (h^4, where the third derivative vanishes), and a correction small beside the
+    estimate. A ratio near 4 by chance with a 10% correction is a step too large for the function."""
+    ratio = d2 / d1
+    return (((ratio >= 2.5) & (ratio <= 6)) | ((ratio >= 12) & (ratio <= 20))) & (d1 <= 1e-2 * np.abs(fine))
 
 
 def _resolution(outs: list[np.ndarray]) -> np.ndarray:
@@ -226,7 +234,7 @@ def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
     with np.errstate(all="ignore"):
         d1, d2 = np.abs(fine - coarse), np.abs(coarse - coarser)
         at_noise = d2 <= 64 * _EPS * np.abs(fine)
-        asymptotic = (d2 >= 1.5 * d1) & (d2 <= 20 * d1)
+        asymptotic = _asymptotic(d1, d2, fine)
         error = np.where(at_noise, d1 + d2, np.where(asymptotic, d1 / 3, np.inf)) + 8 * _EPS * np.abs(fine)
     return fine, error
 

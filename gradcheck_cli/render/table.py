@@ -45,7 +45,8 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
         style="gc.warn" if r.ok else "gc.fail")
     title = Text.assemble((r.name, "gc.name"), f"  shape {list(r.shape)}  ", status)
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, expand=False)
-    first = {"jacobian": "d out[i] / d " + r.name + "[j]", "hessian": f"d² / d{r.name}[j] d{r.name}[k]"}.get(mode, "index")
+    of, by = getattr(r, "of", r.name) or r.name, getattr(r, "wrt", r.name) or r.name  # a second-order block
+    first = {"jacobian": "d out[i] / d " + r.name + "[j]", "hessian": f"d² / d{of}[j] d{by}[k]"}.get(mode, "index")
     if r.projection is not None:
         first = "direction"
     headers = [(first, "left"), ("value", "right"), ("analytic", "right"), ("numeric", "right")]
