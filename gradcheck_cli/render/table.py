@@ -123,6 +123,9 @@ def verdict_line(result: CheckResult) -> Text:
     text = Text("PASS " if result.ok else "FAIL ", style="gc.ok" if result.ok else "gc.fail")
     what = "projections" if result.projected else "gradient elements"
     text.append(f"all {total} {what} agree" if not failing else f"{failing} of {total} {what} disagree")
+    unsure = sum(int(r.unreliable.sum()) for r in result.results())
+    if unsure:
+        text.append(f" ({unsure} unreliable: the numeric side cannot tell)")
     checks = [f for r in result.custom_ops for f in r.findings]
     if checks:
         bad = sum(not f.ok for f in checks)
