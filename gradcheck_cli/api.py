@@ -210,6 +210,8 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
             exact = None if exact_engine is None else exact_engine.derivative(name, start, weights)
             bound = SAFETY * numeric.error
             unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
+            if np.size(value) <= MAX_NOTED_ELEMENTS:  # small: look at every element, so kinks are reported
+                unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
             evidence = Evidence(gradient, numeric.value, bound, exact,
                                 _one_sided(engine, name, start, weights, unsure), hint)
             results[name] = element_result(name, value, evidence, atol, rtol, policy, numeric.error)
@@ -311,6 +313,7 @@ def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOption
 
 
 MAX_KINK_PROBES = 1_000  # unsettled elements examined for kinks (one-sided differences)
+MAX_NOTED_ELEMENTS = 64  # up to this many input elements, every one is examined (SPEC: kinks are reported)
 
 
 def _one_sided(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..compare import CheckResult, GradientResult, plain
 from ..graph import to_dict
+from ..verdict import SAFETY, Verdict
 
 if TYPE_CHECKING:  # importing batch at run time would be circular
     from ..batch import BatchResult
@@ -40,12 +41,19 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
         entry["diagnosis"] = r.diagnosis
     if failing.size:
         reasons = r.reasons.reshape(-1)
+        verdict = r.verdict.reshape(-1)
+        bound = np.broadcast_to(SAFETY * np.asarray(r.numeric_error), r.analytic.shape).reshape(-1)
         entry["failures"] = [
             {"index": _index(k, r.passed.shape), "analytic": plain(r.analytic.reshape(-1)[k]), "numeric": plain(r.numeric.reshape(-1)[k]),
              "abs_error": plain(r.abs_error.reshape(-1)[k]), "tolerance": plain(r.tolerance.reshape(-1)[k]),
+             "bound": plain(bound[k]), "verdict": Verdict(int(verdict[k])).name.lower(),
              "reason": reasons[k] or "outside tolerance"}
             for k in failing
         ]
+    if r.decision.kink is not None and r.decision.kink.any():  # kinks are reported even where they pass
+        reasons = r.reasons.reshape(-1)
+        entry["notes"] = [{"index": _index(k, r.passed.shape), "note": reasons[k]}
+                          for k in np.flatnonzero(r.decision.kink.reshape(-1))]
     return entry
 
 
