@@ -210,7 +210,8 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
             exact = None if exact_engine is None else exact_engine.derivative(name, start, weights)
             bound = SAFETY * numeric.error
             unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
-            if np.size(value) <= MAX_NOTED_ELEMENTS:  # small: look at every element, so kinks are reported
+            if np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
+                # small: look at every element from both sides, so kinks are reported
                 unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
             evidence = Evidence(gradient, numeric.value, bound, exact,
                                 _one_sided(engine, name, start, weights, unsure), hint)

@@ -246,12 +246,19 @@ class NumericEngine:
         function's two sides converge to one value and a kink's stay apart. Arrays of shape (len(cols),)
         when contracted with weights, else (len(cols), *out).
         """
+        levels = _RICHARDSON_LEVELS + _tiny_levels(self.envs[start][name][0].reshape(-1)[cols])
+        chunk = max(1, self.memory_budget // (self.row_bytes * 2 * levels))
+        parts = [self._one_sided(name, start, weights, cols[lo:lo + chunk], levels)
+                 for lo in range(0, cols.size, chunk)]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore[return-value]
+
+    def _one_sided(self, name: str, start: int, weights: np.ndarray | None, cols: np.ndarray,
+                   levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One chunk of `one_sided`'s columns, under the memory budget."""
         base = self.envs[start][name][0]
         out_shape = self.output.shape
         g = self._function(name, start)
-        flat = base.reshape(-1)
-        x = flat[cols]
-        levels = _RICHARDSON_LEVELS + _tiny_levels(x)
+        x = base.reshape(-1)[cols]
         h0 = 0.1 * np.maximum(np.abs(x), 1.0)
         steps = [_exact_steps(x, h0 / _RATIO**k) for k in range(levels)]
         probe = _make_probe(lambda b: np.broadcast_to(g(b), (b.shape[0],) + out_shape), base, cols)
