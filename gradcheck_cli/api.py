@@ -219,9 +219,11 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     hessians = {}
     if options.order == 2:
         from .second_order import check_second_order
+        total = sum(int(np.size(prep.inputs[n])) for n in prep.wrt)
         hessians = check_second_order(prep.program, prep.table, prep.inputs, prep.wrt,
                                       getattr(torch, options.dtype), options.device, weights,
-                                      atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy)
+                                      atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy,
+                                      random_directions(options.seed, "order 2", options.directions, (2, total)))
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,

@@ -236,3 +236,21 @@ def test_allow_unreliable_is_applied_when_the_verdict_is_read():
 def test_complex_inputs_are_refused(value):
     with pytest.raises(InputError, match="'z' is complex"):
         check("(z * 2).sum()", z=value)
+
+
+def test_order_two_above_the_full_size_is_a_projected_check_of_the_vjp_function():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=110), rng.normal(size=110)  # 220 elements together: above the full check's 200
+    right = check("xxy(x, y).sum()", x=x, y=y, plugins=[PLUGIN], order=2)
+    block = right.hessians["projected"]
+    assert right.ok and block.projection is not None and block.projection.elements == 220 * 220
+    # u·H·v for H of Σ x²y: blocks [[2y], [2x]; [2x], [0]] on the diagonals, computed here directly
+    import gradcheck_cli.api as api
+    d = api.random_directions(0, "order 2", 16, (2, 220)).astype(np.float64)
+    u, v = d[:, 0], d[:, 1]
+    expected = (u[:, :110] * 2 * y * v[:, :110]).sum(1) + (u[:, :110] * 2 * x * v[:, 110:]).sum(1) \
+        + (u[:, 110:] * 2 * x * v[:, :110]).sum(1)
+    assert_allclose(block.analytic, expected, rtol=1e-12)
+    assert_allclose(block.numeric, expected, rtol=1e-7)
+    wrong = check("xxy_detached(x, y).sum()", x=x, y=y, plugins=[PLUGIN], order=2)
+    assert not wrong.ok and wrong.hessians["projected"].wrong.any()
