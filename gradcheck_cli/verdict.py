@@ -101,9 +101,16 @@ def needs_more(analytic: np.ndarray, numeric: np.ndarray, bound: np.ndarray, ato
     """Elements the numeric estimate alone does not pass: where one-sided probes are worth taking."""
     with np.errstate(all="ignore"):
         gap = np.abs(analytic - numeric)
-        tol = atol + rtol * np.abs(numeric)
+        tol = np.abs(numeric)
+        tol *= rtol
+        tol += atol
         bound = np.broadcast_to(bound, gap.shape)
-        return ~((gap <= tol) | ((gap <= tol + bound) & (bound <= tol)))
+        inside = gap <= tol
+        settled = bound <= tol
+        tol += bound
+        settled &= gap <= tol
+        settled |= inside
+        return ~settled
 
 
 def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
@@ -112,11 +119,13 @@ def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
     abs_error, rel_error, tolerance, atol_decides = errors(analytic, numeric, atol, rtol)
     bound = np.broadcast_to(evidence.bound, abs_error.shape)
     finite = np.isfinite(abs_error)
-    with np.errstate(all="ignore"):
-        within = abs_error <= tolerance + bound
-        verdict = np.where(abs_error <= tolerance, Verdict.PASS,
-                           np.where(within & (bound <= tolerance), Verdict.PASS,
-                                    np.where(within, Verdict.UNRELIABLE, Verdict.FAIL))).astype(np.int8)
+    with np.errstate(all="ignore"):  # boolean and int8 temporaries only: a Jacobian may be 9M entries
+        within = abs_error <= np.add(tolerance, bound)
+        verdict = np.where(within, np.int8(Verdict.UNRELIABLE), np.int8(Verdict.FAIL))
+        settled = bound <= tolerance
+        settled &= within
+        settled |= abs_error <= tolerance
+        verdict[settled] = Verdict.PASS
     verdict[~finite] = Verdict.FAIL
     plain = finite.all() and not (verdict == Verdict.UNRELIABLE).any() and evidence.one_sided is None
     if plain and (evidence.exact is None or (verdict == Verdict.PASS).all()):
