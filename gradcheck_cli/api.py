@@ -18,7 +18,8 @@ from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .values import default_value, resolve
-from .verdict import SAFETY, Evidence, OneSided, Policy, needs_more
+from .evidence import MAX_KINK_PROBES, MAX_NOTED_ELEMENTS, one_sided, refuse_complex, unreliable_hint
+from .verdict import SAFETY, Evidence, Policy, needs_more
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
 DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
@@ -156,7 +157,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     Raises:
         InputError: bad input of any kind (syntax, unknown name, shape mismatch, bad SPEC, nan/inf).
     """
-    _refuse_complex(values, options.grad_output)
+    refuse_complex(values, options.grad_output)
     prep = prepare(expression, values, options)
     import torch
 
@@ -192,18 +193,18 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     if options.symbolic:
         from .symbolic import SymbolicEngine
         exact_engine = SymbolicEngine(engine)
-    hint = _unreliable_hint(method, options.eps)
+    hint = unreliable_hint(method, options.eps)
     results: dict[str, GradientResult] = {}
     for name, start in starts.items():  # evidence first, then one decision per element
         value = prep.inputs[name] if start == 0 else engine.values[start - 1]
         gradient = analytic.gradients[name]
         if projected:
-            results[name] = _projected(engine, analytic, name, start, value, options, atol, rtol, policy)
+            results[name] = _projected(engine, analytic, name, start, value, options, atol, rtol, policy, method)
         elif method == TAYLOR:
             forward, orders = engine.taylor(name, start, weights, gradient)
             evidence = Evidence(gradient, forward.value, SAFETY * forward.error, hint=hint)
             passing = np.isnan(orders) | (orders >= 1.7)
-            evidence = dataclasses.replace(evidence, one_sided=_one_sided(engine, name, start, weights, ~passing))
+            evidence = dataclasses.replace(evidence, one_sided=one_sided(engine, name, start, weights, ~passing))
             results[name] = taylor_result(name, value, evidence, orders, policy)
         else:
             numeric = engine.derivative(name, start, weights)
@@ -214,7 +215,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                 # small: look at every element from both sides, so kinks are reported
                 unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
             evidence = Evidence(gradient, numeric.value, bound, exact,
-                                _one_sided(engine, name, start, weights, unsure), hint)
+                                one_sided(engine, name, start, weights, unsure), hint)
             results[name] = element_result(name, value, evidence, atol, rtol, policy, numeric.error)
     hessians = {}
     if options.order == 2:
@@ -246,7 +247,7 @@ def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) 
 
 
 def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np.ndarray,
-               options: CheckOptions, atol: float, rtol: float, policy: Policy) -> GradientResult:
+               options: CheckOptions, atol: float, rtol: float, policy: Policy, method: str) -> GradientResult:
     """A projected check of one input or intermediate: g·v against the numeric d/dt f(x + t·v)."""
     gradient = analytic.gradients[name]
     out_shape = analytic.output.shape
@@ -266,40 +267,8 @@ def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np
     projected = np.array([g @ row.astype(np.float64) for g, row in zip(gradient, v.reshape(k, -1))])
     numeric = engine.directional(name, start, weights, v)
     evidence = Evidence(projected, numeric.value, SAFETY * numeric.error,
-                        hint=_unreliable_hint(engine_method_name(engine), options.eps))
+                        hint=unreliable_hint(method, options.eps))
     return projected_result(name, value, evidence, atol, rtol, elements, jacobian, policy)
-
-
-def engine_method_name(engine: NumericEngine) -> str:
-    return next((key for key, fn in METHODS.items() if fn is engine.method), "richardson")
-
-
-def _unreliable_hint(method: str, eps: float | None) -> str:
-    """What to try where the numeric side cannot tell (never the method already in use)."""
-    if eps is not None:
-        return "try a smaller --eps, or none (a step chosen per element)"
-    if method == "richardson":
-        return "try --symbolic (the exact derivative) or another --eps"
-    if method == "complex":
-        return "try --method richardson or --symbolic"
-    return "try --method richardson or another --eps"
-
-
-def _refuse_complex(values: Mapping[str, Any], grad_output: Any) -> None:
-    """Complex inputs are not checked (yet): refuse them rather than drop the imaginary part."""
-    for name, value in [*values.items(), ("--grad-output", grad_output)]:
-        is_complex = _has_complex(value)
-        if is_complex:
-            raise InputError(f"'{name}' is complex; gradcheck checks real inputs only (complex gradients follow "
-                             "torch's conjugate Wirtinger convention, which it does not verify yet): pass the "
-                             "real and imaginary parts as two real variables")
-
-
-def _has_complex(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return any(_has_complex(v) for v in value)
-    return isinstance(value, complex) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)) or \
-        (hasattr(value, "is_complex") and callable(value.is_complex) and value.is_complex())
 
 
 def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:
@@ -313,30 +282,6 @@ def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOption
             return run_check(f"{op}({', '.join(names)})", values, sub)
         reports.append(inspect_call(table[node.op], node, args, check_values, options.seed))
     return tuple(reports)
-
-
-MAX_KINK_PROBES = 1_000  # unsettled elements examined for kinks (one-sided differences)
-MAX_NOTED_ELEMENTS = 64  # up to this many input elements, every one is examined (SPEC: kinks are reported)
-
-
-def _one_sided(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,
-               unsure: np.ndarray) -> OneSided | None:
-    """Left and right derivatives, with bounds, at the elements the numeric estimate alone did not settle."""
-    flat = np.flatnonzero(np.asarray(unsure).reshape(-1))[:MAX_KINK_PROBES]
-    if flat.size == 0:
-        return None
-    size = int(np.size(engine.envs[start][name][0]))
-    cols = flat % max(size, 1)  # in Jacobian mode the input element is the trailing index
-    unique, where = np.unique(cols, return_inverse=True)
-    left, left_error, right, right_error = engine.one_sided(name, start, weights, unique)
-    picked = []
-    for arr in (left, left_error, right, right_error):
-        if weights is None:  # pick each (output, input) element from its column's outputs
-            arr = arr.reshape(unique.size, -1)[where, flat // max(size, 1)]
-        else:
-            arr = arr[where]
-        picked.append(arr)
-    return OneSided(flat, picked[0], SAFETY * picked[1], picked[2], SAFETY * picked[3])
 
 
 def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:

@@ -1,0 +1,62 @@
+"""Evidence gathered before any verdict: one-sided probes where the numeric estimate alone does not
+settle an element, the hint an unreliable element carries, and what is refused outright."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .numeric import NumericEngine
+from .verdict import SAFETY, OneSided
+
+MAX_KINK_PROBES = 1_000  # unsettled elements examined for kinks (one-sided differences)
+MAX_NOTED_ELEMENTS = 64  # up to this many input elements, every one is examined (SPEC: kinks are reported)
+
+
+def one_sided(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,
+              unsure: np.ndarray) -> OneSided | None:
+    """Left and right derivatives, with bounds, at the elements the numeric estimate alone did not settle."""
+    flat = np.flatnonzero(np.asarray(unsure).reshape(-1))[:MAX_KINK_PROBES]
+    if flat.size == 0:
+        return None
+    size = int(np.size(engine.envs[start][name][0]))
+    cols = flat % max(size, 1)  # in Jacobian mode the input element is the trailing index
+    unique, where = np.unique(cols, return_inverse=True)
+    left, left_error, right, right_error = engine.one_sided(name, start, weights, unique)
+    picked = []
+    for arr in (left, left_error, right, right_error):
+        if weights is None:  # pick each (output, input) element from its column's outputs
+            arr = arr.reshape(unique.size, -1)[where, flat // max(size, 1)]
+        else:
+            arr = arr[where]
+        picked.append(arr)
+    return OneSided(flat, picked[0], SAFETY * picked[1], picked[2], SAFETY * picked[3])
+
+
+def unreliable_hint(method: str, eps: float | None) -> str:
+    """What to try where the numeric side cannot tell (never the method already in use)."""
+    if eps is not None:
+        return "try a smaller --eps, or none (a step chosen per element)"
+    if method == "richardson":
+        return "try --symbolic (the exact derivative) or another --eps"
+    if method == "complex":
+        return "try --method richardson or --symbolic"
+    return "try --method richardson or another --eps"
+
+
+def refuse_complex(values: Mapping[str, Any], grad_output: Any) -> None:
+    """Complex inputs are not checked (yet): refuse them rather than drop the imaginary part."""
+    for name, value in [*values.items(), ("--grad-output", grad_output)]:
+        is_complex = _has_complex(value)
+        if is_complex:
+            raise InputError(f"'{name}' is complex; gradcheck checks real inputs only (complex gradients follow "
+                             "torch's conjugate Wirtinger convention, which it does not verify yet): pass the "
+                             "real and imaginary parts as two real variables")
+
+
+def _has_complex(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_complex(v) for v in value)
+    return isinstance(value, complex) or (isinstance(value, np.ndarray) and np.iscomplexobj(value)) or \
+        (hasattr(value, "is_complex") and callable(value.is_complex) and value.is_complex())
