@@ -254,3 +254,24 @@ def test_order_two_above_the_full_size_is_a_projected_check_of_the_vjp_function(
     assert_allclose(block.numeric, expected, rtol=1e-7)
     wrong = check("xxy_detached(x, y).sum()", x=x, y=y, plugins=[PLUGIN], order=2)
     assert not wrong.ok and wrong.hessians["projected"].wrong.any()
+
+
+def test_the_cli_shows_the_evidence_behind_an_unreliable_element(gradcheck):
+    result = gradcheck("check", "exp(3*x)", "-v", "x=0.5", "--eps", "2e-3", exit_code=1)
+    assert "UNRELIABLE numeric estimate unreliable here" in result.stdout
+    assert "1 unreliable: the numeric side cannot tell" in result.stdout
+    assert "constant factor" not in result.stdout
+    data = gradcheck.json("check", "exp(3*x)", "-v", "x=0.5", "--eps", "2e-3", exit_code=1)
+    (failure,) = data["inputs"]["x"]["failures"]
+    assert failure["verdict"] == "unreliable"
+    assert failure["abs_error"] <= failure["tolerance"] + failure["bound"]
+    assert failure["bound"] > failure["tolerance"]
+    gradcheck("check", "exp(3*x)", "-v", "x=0.5", "--eps", "2e-3", "--allow-unreliable")
+
+
+def test_kinks_are_noted_in_json_even_where_the_numeric_side_agrees(gradcheck):
+    data = gradcheck.json("check", "abs(x).sum() + relu(x).sum()", "-v", "x=0,2")
+    assert data["ok"] is True
+    # d/dx (|x| + relu x) at 0: left −1 + 0, right 1 + 1; torch chooses 0 + 0
+    assert data["inputs"]["x"]["notes"] == [
+        {"index": [0], "note": "not differentiable here: left -1, right 2, autograd chose 0"}]
