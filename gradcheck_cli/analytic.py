@@ -106,7 +106,8 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
            calls: list | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run the program in torch: (output, every binding, the leaf tensors).
 
-    Plugin op calls are appended to `calls` as (node, arguments) when a list is given.
+    Plugin op calls are appended to `calls` as (node, every argument as the op received it) when a
+    list is given.
     """
     import torch
 
@@ -115,7 +116,7 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
     env: dict[str, Any] = dict(leaves)
     def observe(node: Call, args: list[Any]) -> None:
         if calls is not None and table[node.op].origin is not None:
-            calls.append((node, [a for a in args if isinstance(a, torch.Tensor)]))
+            calls.append((node, list(args)))
 
     walker = Walker(program, table, TorchBackend(dtype, device), observe)
 
@@ -124,6 +125,10 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
             raise non_finite_error(program, index, value, str(dtype).replace("torch.", ""))
 
     out = walker.run(env, on_statement=check_finite)
+    if isinstance(out, tuple):
+        span = program.output.span
+        raise InputError(f"the output is {len(out)} outputs of one op; check one of them, e.g. "
+                         f"{program.output.text}[0]", program.source, span.line, span.col, span.end_col)
     if not isinstance(out, torch.Tensor) or not out.requires_grad:
         raise InputError(f"the output does not depend on any variable being differentiated "
                          f"({', '.join(wrt) or 'none'}); nothing to check")

@@ -175,6 +175,8 @@ def is_finite(value: Any) -> bool:
     """True when every element of a value (number, array or tensor) is finite."""
     if isinstance(value, float):
         return math.isfinite(value)
+    if isinstance(value, tuple):  # an op with several outputs
+        return all(is_finite(v) for v in value)
     if hasattr(value, "isfinite"):  # torch tensor
         return bool(value.isfinite().all())
     return bool(np.all(np.isfinite(value)))

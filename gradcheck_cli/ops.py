@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import InputError
+
 
 class _LazyModule:
     """Import a module on first attribute access, so `gradcheck --help` never pays for torch."""
@@ -62,6 +64,7 @@ class Kind(enum.Enum):
     BOOL = "bool"
     NUMBER = "number"    # float or None
     SHAPE = "shape"      # varargs ints, or one tuple of ints
+    ANY = "tensor or literal"  # plugin ops: a literal stays a Python value, anything else is a tensor
 
 
 _REQUIRED = object()
@@ -300,8 +303,22 @@ def _np_T(x):
     return np.transpose(x, (0, *range(x.ndim - 1, 0, -1)))
 
 
+def _output(outputs: tuple, index: tuple) -> Any:
+    """`f(x)[k]` on an op with several outputs: output k, chosen by one integer."""
+    count = len(outputs)
+    if len(index) != 1 or not isinstance(index[0], int):
+        raise InputError(f"this op returns {count} outputs; choose one with a single integer index, e.g. [0]")
+    if not -count <= index[0] < count:
+        raise InputError(f"index {index[0]} is out of range: this op returns {count} outputs")
+    return outputs[index[0]]
+
+
+def _getitem(x, index):
+    return _output(x, index) if isinstance(x, tuple) else x[index]
+
+
 def _np_getitem(x, index):
-    return x[(slice(None), *index)]
+    return _output(x, index) if isinstance(x, tuple) else x[(slice(None), *index)]
 
 
 # ---- sympy forms: object arrays of sympy expressions, batched as above (see the module docstring) ----
@@ -652,7 +669,7 @@ _ROWS: tuple[OpSpec, ...] = (
            lambda x, d0, d1: torch.transpose(x, d0, d1), _np_transpose, Group.SHAPE,
            "swap two dims (0 and 1 by default)"),
     OpSpec("T", (X,), _t_T, _np_T, Group.SHAPE, "dims reversed", named=False, syntax="x.T"),
-    OpSpec("getitem", (X, Param("index", Kind.SHAPE)), lambda x, index: x[index], _np_getitem,
+    OpSpec("getitem", (X, Param("index", Kind.SHAPE)), _getitem, _np_getitem,
            Group.SHAPE, "indexing with ints and slices", named=False, syntax="x[i, a:b]"),
     OpSpec("detach", (X,), lambda x: x.detach(), _np_detach, Group.STOP_GRADIENT,
            "stop-gradient: the value of x, held constant"),

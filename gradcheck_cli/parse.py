@@ -367,6 +367,11 @@ class _Parser:
     def _argument(self, spec: OpSpec, param, arg: Any) -> Any:
         if param.kind is Kind.TENSOR:
             return self.expr(arg)
+        if param.kind is Kind.ANY:  # a plugin op's argument: a literal is passed as the Python value it is
+            try:
+                return self.literal(arg)
+            except InputError:
+                return self.expr(arg)
         if param.kind is Kind.SHAPE:
             items = [self.literal(a) for a in arg]
             shape = items[0] if len(items) == 1 and isinstance(items[0], tuple) else tuple(items)

@@ -5,6 +5,11 @@ optionally `NUMPY_OPS = {"name": callable}` (numpy in and out) for the numeric e
 numpy version the numeric engine calls the torch callable in float64 with autograd off. Optional:
 `ELEMENTWISE = {"name", ...}` declares ops that act element by element (they are then evaluated on a
 whole batch of perturbations at once); `ARITY = {"name": n}` when the signature cannot be read.
+
+An op's parameters are read from its signature (a Function's `forward`, without ctx): each may be a
+tensor expression or a literal (`myop(x, 1e-6)`, `myop(x, 2, True)`), which reaches the op as the
+Python value it is and never requires grad; parameters with a default may be left out, and then are
+not passed at all. An op with several outputs returns a tuple, indexed in the expression: `f(x)[0]`.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from .errors import InputError
-from .ops import Group, OpSpec, Param
+from .ops import Group, Kind, OpSpec, Param
 
 _LOADED: dict[str, ModuleType] = {}
 
@@ -53,48 +58,135 @@ def load_module(ref: str, base_dir: str | None = None) -> ModuleType:
     return module
 
 
-def _arity(name: str, fn: Callable, declared: Mapping[str, int]) -> int:
-    if name in declared:
-        return int(declared[name])
-    owner = getattr(fn, "__self__", None)
-    target = fn
-    skip_ctx = False
+class Omitted:
+    """An optional argument the expression left out. It is not passed, so the op's own default
+    applies and a Function's backward returns as many gradients as the user's own call would need."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:  # shown in signatures as the default itself
+        return repr(self.value)
+
+
+def present(args: Iterable[Any]) -> list[Any]:
+    """The arguments as the op is called: trailing omitted ones dropped, inner ones at their defaults."""
+    args = list(args)
+    while args and isinstance(args[-1], Omitted):
+        args.pop()
+    return [a.value if isinstance(a, Omitted) else a for a in args]
+
+
+def function_class(fn: Any) -> type | None:
+    """The torch.autograd.Function subclass whose .apply `fn` is (unwrapped), else None."""
+    owner = getattr(getattr(fn, "__wrapped__", fn), "__self__", None)
     if inspect.isclass(owner) and hasattr(owner, "forward") and hasattr(owner, "backward"):
-        target = owner.forward  # a torch.autograd.Function's apply: read forward's signature
-        skip_ctx = "setup_context" not in owner.__dict__
+        return owner
+    return None
+
+
+def takes_ctx(cls: type) -> bool:
+    """Whether cls.forward takes ctx first (the classic style), not inputs alone with setup_context."""
+    import torch
+    return getattr(cls, "setup_context", None) is getattr(torch.autograd.Function, "setup_context", None)
+
+
+def _params(name: str, fn: Callable, declared: Mapping[str, int]) -> tuple[Param, ...]:
+    """The op's parameters, read from its signature (a Function's forward, without ctx).
+
+    Every positional parameter may be a tensor expression or a literal (`myop(x, 1e-6, True)`), so
+    each is Kind.ANY; those with a default may be left out.
+    """
+    if name in declared:
+        count = int(declared[name])
+        return tuple(Param(f"x{i}" if count > 1 else "x", Kind.ANY) for i in range(count))
+    cls = function_class(fn)
+    target = cls.forward if cls is not None else fn
     try:
         params = list(inspect.signature(target).parameters.values())
     except (TypeError, ValueError):
         raise InputError(f"plugin op '{name}': cannot read its signature; declare ARITY = {{'{name}': n}}") from None
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         raise InputError(f"plugin op '{name}' takes *args; declare ARITY = {{'{name}': n}}")
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                  and p.default is p.empty]
-    return len(positional) - (1 if skip_ctx else 0)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if cls is not None and takes_ctx(cls):
+        positional = positional[1:]
+    return tuple(Param(p.name, Kind.ANY) if p.default is p.empty else Param(p.name, Kind.ANY, Omitted(p.default))
+                 for p in positional)
+
+
+def _call_present(fn: Callable, name: str) -> Callable:
+    """The torch callable, called with the arguments the expression gave (see `present`)."""
+    def run(*args: Any) -> Any:
+        try:
+            return fn(*present(args))
+        except RuntimeError as err:
+            if "leaf Variable that requires grad" in str(err):
+                raise InputError(f"{name} modifies its input in place (ctx.mark_dirty), and torch refuses that "
+                                 "for an input that requires grad; pass a computed tensor instead, e.g. "
+                                 f"{name}(1 * x)") from None
+            raise
+    run.__wrapped__ = fn
+    return run
+
+
+def _to_torch(value: Any) -> Any:
+    """A numpy argument as a float64 tensor (a copy: an in-place op must not write into the engine's
+    arrays); integer and boolean arrays keep their dtype (indices); anything else as it is."""
+    import torch
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.dtype.kind in "iub":
+        return torch.tensor(value)
+    return torch.tensor(value, dtype=torch.float64)
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return tuple(_to_numpy(v) for v in value)
+    if hasattr(value, "detach"):
+        return value.detach().cpu().double().numpy()
+    return np.asarray(value, dtype=np.float64)
 
 
 def _torch_in_float64(fn: Callable) -> Callable:
     """The numeric engine's fallback: the torch callable in float64, autograd off, numpy in/out."""
-    def run(*arrays: np.ndarray) -> np.ndarray:
+    def run(*args: Any) -> Any:
         import torch
         with torch.no_grad():
-            out = fn(*(torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in arrays))
-        return out.detach().cpu().double().numpy()
+            return _to_numpy(fn(*(_to_torch(a) for a in args)))
     return run
 
 
-def _batched(fn: Callable, whole_batch: bool) -> Callable:
-    """Adapt an unbatched numpy function to batched arrays (axis 0 = perturbations)."""
-    def run(*arrays: Any) -> np.ndarray:
-        arrays = [np.asarray(a) for a in arrays]
+def _float64(value: Any) -> Any:
+    """An op's output (one array, or a tuple of them for several outputs) as float64 arrays."""
+    if isinstance(value, (tuple, list)):
+        return tuple(np.asarray(v, dtype=np.float64) for v in value)
+    return np.asarray(value, dtype=np.float64)
+
+
+def _batched(fn: Callable, whole_batch: bool, user_numpy: bool) -> Callable:
+    """Adapt an unbatched numpy function to batched arrays (axis 0 = perturbations).
+
+    Literal arguments pass through as the Python values they are; arrays are copies, so an op that
+    writes into its inputs cannot change the engine's values. Several outputs stay a tuple.
+    """
+    def run(*args: Any) -> Any:
+        args = [a.copy() if isinstance(a, np.ndarray) else a for a in present(args)]
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
         if any(np.iscomplexobj(a) for a in arrays):
             raise ValueError("plugin ops do not support complex step; use --method richardson")
         if whole_batch:
-            return np.asarray(fn(*arrays), dtype=np.float64)
-        size = max(a.shape[0] for a in arrays)
-        rows = [np.asarray(fn(*(a[i if a.shape[0] > 1 else 0] for a in arrays)), dtype=np.float64)
+            return _float64(fn(*args))
+        size = max((a.shape[0] for a in arrays), default=1)
+        rows = [_float64(fn(*(a[i if a.shape[0] > 1 else 0] if isinstance(a, np.ndarray) else a for a in args)))
                 for i in range(size)]
+        if isinstance(rows[0], tuple):
+            return tuple(np.stack([r[k] for r in rows]) for k in range(len(rows[0])))
         return np.stack(rows)
+    run.user_numpy = user_numpy  # the plugin gave its own numpy forward (custom.py compares the two)
     return run
 
 
@@ -124,11 +216,11 @@ def _row(name: Any, fn: Any, numpy_fn: Any, elementwise: bool, arity: int | None
         raise InputError(f"plugin {ref}: op name {name!r} must be an identifier not starting with '_'")
     if not callable(fn) or (numpy_fn is not None and not callable(numpy_fn)):
         raise InputError(f"plugin {ref}: '{name}' is not callable")
-    count = _arity(name, fn, {name: arity} if arity is not None else {})
-    params = tuple(Param(f"x{i}") if count > 1 else Param("x") for i in range(count))
+    params = _params(name, fn, {name: arity} if arity is not None else {})
     numeric = numpy_fn or _torch_in_float64(fn)
     source = "its numpy version" if numpy_fn is not None else "the torch op in float64"
-    return OpSpec(name=name, params=params, torch=fn, numpy=_batched(numeric, elementwise),
+    return OpSpec(name=name, params=params, torch=_call_present(fn, name),
+                  numpy=_batched(numeric, elementwise, numpy_fn is not None),
                   group=Group.ELEMENTWISE if elementwise else Group.CUSTOM,
                   doc=f"custom op from {ref} (numeric side: {source})", complex_ok=False, origin=ref)
 

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import InputError
 from .evaluate import Backend, Walker
 from .numeric import NumericEngine
-from .ops import SYMPY_DIGITS, Group, Kind, OpSpec, _sy_real
+from .ops import SYMPY_DIGITS, Group, OpSpec, _sy_real
 from .parse import Call, Name
 from .structure import plan, reduction_weights
 
@@ -88,7 +88,7 @@ class SympyBackend(Backend):
 
     def _constant(self, spec: OpSpec, args: list[Any]) -> np.ndarray:
         """A plugin op on constants: its numpy form in float64, the result made exact again."""
-        tensors = [i for i, p in enumerate(spec.params) if p.kind is Kind.TENSOR]
+        tensors = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
         if any(_depends(args[i]) for i in tensors):
             raise InputError(f"--symbolic: op '{spec.name}' has no sympy form")
         floats = [_float_array(a) if i in tensors else a for i, a in enumerate(args)]
