@@ -272,16 +272,14 @@ def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np
 
 
 def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:
-    """Each plugin call site checked alone, at the tensors it received."""
-    reports = []
-    for node, args in calls:
-        names = [f"x{i}" for i in range(len(args))]
+    """Each plugin call site checked alone, at the arguments it received (see custom.py)."""
+    def check_values(expression: str, values: dict, grad_output: Any, wrt: tuple[str, ...]) -> CheckResult:
+        sub = dataclasses.replace(options, grad_output=grad_output, wrt=wrt, inspect_ops=False, order=1,
+                                  symbolic=False)
+        return run_check(expression, values, sub)
 
-        def check_values(values: dict, grad_output: Any, op: str = node.op, names: list = names) -> CheckResult:
-            sub = dataclasses.replace(options, grad_output=grad_output, wrt=None, inspect_ops=False, order=1)
-            return run_check(f"{op}({', '.join(names)})", values, sub)
-        reports.append(inspect_call(table[node.op], node, args, check_values, options.seed))
-    return tuple(reports)
+    reports = (inspect_call(table[node.op], node, args, check_values, options.seed) for node, args in calls)
+    return tuple(r for r in reports if r is not None)
 
 
 def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:

@@ -1,20 +1,32 @@
 """Custom ops under the microscope: each plugin call site checked on its own, at the values it saw.
 
 Beyond gradient values (with a diagnosis of the disagreement's shape), this checks what
-torch.autograd.gradcheck checks and users forget: backward returns one gradient per input, none of them
-None, with the input's dtype and shape; two runs agree (determinism); a zero grad_output gives zero
-gradients (the backward really multiplies by grad_output); the forward leaves its inputs unmodified.
+torch.autograd.gradcheck checks and users forget: backward returns one gradient per forward argument
+(None for the non-tensor ones; trailing extra Nones are accepted, as torch does), each with its
+argument's dtype and shape; two runs agree (determinism, on copies of the results); a zero
+grad_output gives zero gradients; the forward leaves its inputs unmodified unless it declares the
+change with ctx.mark_dirty; a plugin's numpy forward agrees with its torch forward.
+
+Only the inputs that require grad are checked: torch ignores what backward returns for the others
+(literals, variables left out by --wrt, integer tensors).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .errors import InputError
 from .ops import OpSpec
 from .parse import Call
+from .plugins import Omitted, function_class, present, takes_ctx
+
+# a plugin's numpy forward and its torch forward (both float64) must agree this closely
+FORWARD_RTOL = 1e-10
+FORWARD_ATOL = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +34,11 @@ class Finding:
     check: str
     ok: bool
     message: str = ""
+    unreliable: bool = False  # not wrong, but the numeric side cannot judge it here (ok stays True)
+
+    @property
+    def verdict(self) -> str:
+        return "fail" if not self.ok else "unreliable" if self.unreliable else "pass"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,110 +60,318 @@ def _first_line(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _raw_backward(out: Any, grad: Any) -> tuple | None:
-    """What a torch.autograd.Function's backward itself returned (before autograd checks it)."""
-    node = out.grad_fn
-    if node is None or not hasattr(node, "_forward_cls"):
-        return None
-    raw = node.apply(grad)
-    return raw if isinstance(raw, tuple) else (raw,)
+@dataclasses.dataclass
+class _Run:
+    """One forward of the op on fresh copies: what it received, what forward received, what it gave."""
+
+    leaves: list[Any]          # one leaf per input that requires grad
+    args: list[Any]            # the op's arguments (copies; the differentiable ones are non-leaf clones)
+    outputs: tuple[Any, ...]   # every output (one, or several)
+    several: bool              # the op returned a tuple (indexed in an expression: f(x)[k])
+    forward_args: tuple | None = None  # what the Function's forward itself received (past any wrapper), or None
 
 
-def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callable[[dict, Any], Any],
-                 seed: int) -> OpReport:
+@contextlib.contextmanager
+def _recording(cls: type | None) -> Iterator[list]:
+    """While active, every call of cls.forward appends the arguments it received (without ctx)."""
+    seen: list = []
+    if cls is None:
+        yield seen
+        return
+    own = cls.__dict__.get("forward")
+    forward = cls.forward
+    skip = 1 if takes_ctx(cls) else 0
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[skip:])
+        return forward(*args, **kwargs)
+    cls.forward = staticmethod(record)
+    try:
+        yield seen
+    finally:
+        if own is not None:
+            cls.forward = own
+        else:
+            del cls.forward
+
+
+class _Inspection:
+    """The state one call site's checks share."""
+
+    def __init__(self, spec: OpSpec, args: list[Any]):
+        import torch
+        self.spec = spec
+        self.originals = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+        self.wants = [isinstance(a, torch.Tensor) and a.requires_grad and (a.is_floating_point() or a.is_complex())
+                      for a in args]
+        self.cls = function_class(spec.torch)
+
+    def run(self, record: bool = False) -> _Run:
+        import torch
+        leaves, call_args = [], []
+        for a, want in zip(self.originals, self.wants):
+            if want:  # a non-leaf copy, as in user code: an in-place (mark_dirty) op may write into it
+                leaf = a.clone().requires_grad_(True)
+                leaves.append(leaf)
+                call_args.append(leaf.clone())
+            else:
+                call_args.append(a.clone() if isinstance(a, torch.Tensor) else a)
+        with _recording(self.cls if record else None) as seen:
+            out = self.spec.torch(*call_args)
+        outputs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        return _Run(leaves, call_args, outputs, isinstance(out, (tuple, list)), seen[-1] if seen else None)
+
+
+def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callable[..., Any],
+                 seed: int) -> OpReport | None:
     """Check one call of a custom op at the arguments it received.
 
     Args:
         spec: the op's row.
         node: the call site (for its position).
-        args: the torch tensors it received.
-        check_values: runs a value check of `name(x0, ...)` at given inputs and grad_output
-            (gradcheck's own check, without custom-op inspection), returning a CheckResult.
+        args: every argument it received, in parameter order (tensors, literals, omitted ones).
+        check_values: `check_values(expression, values, grad_output, wrt)` runs gradcheck's own check
+            (without custom-op inspection) and returns its CheckResult.
         seed: for the random grad_output.
+
+    Returns:
+        The report, or None when no input of this call requires grad (nothing to check).
     """
     import torch
 
+    site = _Inspection(spec, args)
+    if not any(site.wants):
+        return None
+
+    def report(findings: list[Finding]) -> OpReport:
+        return OpReport(spec.name, node.span.line, node.span.col, tuple(findings))
+
     findings: list[Finding] = []
-    tensors = [a.detach().clone() for a in args]
-    probe = [t.clone() for t in tensors]
-    with torch.no_grad():
-        try:
-            spec.torch(*probe)
-        except Exception as err:  # the plugin's own forward failed
-            return OpReport(spec.name, node.span.line, node.span.col,
-                            (Finding("forward runs", False, f"forward raised {type(err).__name__}: {_first_line(err)}"),))
-    changed = [i for i, (a, b) in enumerate(zip(tensors, probe)) if not torch.equal(a, b)]
-    findings.append(Finding("inputs unchanged", not changed,
-                            f"forward modifies input {changed[0]} in place; work on a copy (x = x.clone())" if changed else ""))
-    leaves = [t.clone().requires_grad_(True) for t in tensors]
-    out = spec.torch(*leaves)
-    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+    try:
+        first_run = site.run()
+        if site.cls is None:  # a wrapper: the Function is known from what it returned
+            site.cls = next((o.grad_fn._forward_cls for o in first_run.outputs
+                             if getattr(getattr(o, "grad_fn", None), "_forward_cls", None) is not None), None)
+        run = site.run(record=True)
+    except InputError as err:
+        return report([Finding("forward runs", False, err.message)])
+    except Exception as err:  # the plugin's own forward failed
+        return report([Finding("forward runs", False, f"forward raised {type(err).__name__}: {_first_line(err)}")])
+    findings.append(_inplace_finding(site, run))
+    diff = [k for k, o in enumerate(run.outputs) if isinstance(o, torch.Tensor) and o.requires_grad]
+    if not diff:
         findings.append(Finding("differentiable", False, "the output does not require grad: call the Function "
                                 "through .apply, and do not detach inside forward"))
-        return OpReport(spec.name, node.span.line, node.span.col, tuple(findings))
+        return report(findings)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    grad = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype).to(out.device)
-    findings.extend(_raw_findings(out, grad, leaves))
+    grads = [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o.dtype).to(o.device)
+             for o in (run.outputs[k] for k in diff)]
+    numpy_finding = _numpy_forward_finding(site)
+    if numpy_finding is not None:
+        findings.append(numpy_finding)
+    outs = [run.outputs[k] for k in diff]
+    raw_findings = _raw_findings(run, outs, grads)
     try:
-        first = torch.autograd.grad(out, leaves, grad, retain_graph=True, allow_unused=True)
-        second = torch.autograd.grad(out, leaves, grad, retain_graph=True, allow_unused=True)
-        zero = torch.autograd.grad(out, leaves, torch.zeros_like(grad), retain_graph=True, allow_unused=True)
+        first = _copies(torch.autograd.grad(outs, run.leaves, grads, retain_graph=True, allow_unused=True))
+        second = _copies(torch.autograd.grad(outs, run.leaves, grads, retain_graph=True, allow_unused=True))
+        zero = torch.autograd.grad(outs, run.leaves, [torch.zeros_like(g) for g in grads], retain_graph=True,
+                                   allow_unused=True)
     except RuntimeError as err:
+        findings.extend(f for f in raw_findings if f.check != "backward runs")
         findings.append(Finding("backward runs", False, f"backward failed: {_first_line(err)}"))
-        return OpReport(spec.name, node.span.line, node.span.col, tuple(findings))
-    none = [i for i, g in enumerate(first) if g is None]
-    findings.append(Finding("no None gradient", not none,
-                            f"backward returns None for input {none[0]}, which requires a gradient; return its "
-                            "gradient (or zeros)" if none else ""))
+        return report(findings)
+    findings.extend(f for f in raw_findings if f.check != "backward runs")  # torch's own run succeeded
     same = all(a is None and b is None or (a is not None and b is not None and torch.equal(a, b))
                for a, b in zip(first, second))
     findings.append(Finding("deterministic", same, "" if same else
-                            "two backward passes at the same point disagree; avoid atomics or random state in backward"))
+                            "two backward passes at the same point disagree (backward is not reentrant: "
+                            "it changes saved state, or uses atomics or random numbers)"))
     scaled = all(g is None or not bool(g.abs().max() > 0) for g in zero)
     findings.append(Finding("scales with grad_output", scaled, "" if scaled else
                             "a zero grad_output gives a nonzero gradient: multiply by grad_output in backward"))
-    values = {f"x{i}": t.detach().cpu().double().numpy() for i, t in enumerate(tensors)}
-    if defines_jvp(spec.torch):
-        findings.append(_jvp_finding(spec, tensors, values, check_values, generator))
+    names = _variable_names(site)
+    values = {names[i]: _value(a) for i, a in enumerate(site.originals) if i in names}
+    wrt = tuple(names[i] for i, want in enumerate(site.wants) if want)
+    none = [names[i] for i, g in zip([i for i, w in enumerate(site.wants) if w], first) if g is None]
+    if numpy_finding is not None and not numpy_finding.ok:
+        return report(findings)  # the numeric side computes another function: values cannot be judged
+    if not run.several and _defines_jvp(site.cls) and site.cls is function_class(spec.torch):
+        findings.append(_jvp_finding(site, names, values, wrt, check_values, generator))
+    findings.extend(_value_findings(site, names, values, wrt, diff if run.several else None, grads, none,
+                                    check_values))
+    return report(findings)
+
+
+def _copies(grads: tuple) -> list:
+    """Copies of backward's results: a backward that returns (and later changes) its own saved
+    tensor would otherwise compare a tensor with itself."""
+    return [None if g is None else g.detach().clone() for g in grads]
+
+
+def _value(a: Any) -> Any:
+    import torch
+    if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex()):
+        return a.detach().cpu().double().numpy()
+    return a.detach().cpu() if isinstance(a, torch.Tensor) else a
+
+
+def _variable_names(site: _Inspection) -> dict[int, str]:
+    """Argument position → variable name in the sub-check, for every tensor argument."""
+    import torch
+    return {i: f"x{i}" for i, a in enumerate(site.originals) if isinstance(a, torch.Tensor)}
+
+
+def _literal_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + "".join(f"{_literal_text(v)}, " for v in value) + ")"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
+
+
+def call_text(spec: OpSpec, args: list[Any], names: dict[int, str]) -> str:
+    """The call site as expression text: tensors by variable name, literals as written, omitted
+    arguments left out (those after one are named)."""
+    parts, named = [], False
+    for i, (param, arg) in enumerate(zip(spec.params, args)):
+        if isinstance(arg, Omitted):
+            named = True
+            continue
+        text = names[i] if i in names else _literal_text(arg)
+        parts.append(f"{param.name}={text}" if named else text)
+    return f"{spec.name}({', '.join(parts)})"
+
+
+def _value_findings(site: _Inspection, names: dict[int, str], values: dict, wrt: tuple, diff: list[int] | None,
+                    grads: list, none: list[str], check_values: Callable) -> list[Finding]:
+    """Gradient values by gradcheck's own check (same evidence, same rule as the main table).
+
+    `diff` lists the differentiable outputs of an op with several (None: one output)."""
+    call = call_text(site.spec, site.originals, names)
+    if diff is None:
+        expression, grad_output = call, grads[0].detach().cpu().double().numpy()
+    else:  # one VJP over every differentiable output, each weighted by its own grad_output
+        expression = " + ".join(f"({call}[{k}] * g{k}).sum()" for k in diff)
+        values = {**values, **{f"g{k}": g.detach().cpu().double().numpy() for k, g in zip(diff, grads)}}
+        grad_output = None
     try:
-        result = check_values(values, grad.detach().cpu().double().numpy())
-        wrong = [r for r in result.inputs.values() if not r.ok]
-        message = "; ".join(f"input {r.name[1:]}: {r.diagnosis or 'disagrees'}" for r in wrong)
-        findings.append(Finding("gradient values", not wrong,
-                                f"backward wrong: {message}" if wrong else ""))
+        result = check_values(expression, values, grad_output, wrt)
     except InputError as err:
-        findings.append(Finding("gradient values", False, f"could not check values: {err.message}"))
-    return OpReport(spec.name, node.span.line, node.span.col, tuple(findings))
+        return [Finding("gradient values", False, f"could not check values: {err.message}")]
+    wrong = [r for r in (result.inputs[n] for n in wrt) if r.wrong.any()]
+    unsure = [r for r in (result.inputs[n] for n in wrt) if not r.wrong.any() and not bool(r.passed.all())]
+    findings = []
+    if none:
+        bad = [n for n in none if result.inputs[n].wrong.any()]
+        findings.append(Finding("no None gradient", not bad, "" if not bad else
+                                f"backward returns None for input {bad[0][1:]}, which requires a gradient and "
+                                "has a nonzero one; return its gradient"))
+    if wrong:
+        message = "; ".join(f"input {r.name[1:]}: {r.diagnosis or 'disagrees'}" for r in wrong)
+        findings.append(Finding("gradient values", False, f"backward wrong: {message}"))
+    elif unsure:
+        count = sum(int((~r.passed).sum()) for r in unsure)
+        findings.append(Finding("gradient values", True, f"the numeric estimate cannot judge {count} element(s) "
+                                "here; nothing proves the backward wrong", unreliable=True))
+    else:
+        findings.append(Finding("gradient values", True))
+    return findings
+
+
+def _inplace_finding(site: _Inspection, run: _Run) -> Finding:
+    """An input the forward changed: declared with ctx.mark_dirty (then returned as an output), or not."""
+    import torch
+    changed = [i for i, (a, b) in enumerate(zip(site.originals, run.args))
+               if isinstance(a, torch.Tensor) and not torch.equal(a, b.detach())]
+    if not changed:
+        return Finding("inputs unchanged", True)
+    declared = [i for i in changed if any(o is run.args[i] for o in run.outputs)]
+    if declared == changed:
+        return Finding("in place (ctx.mark_dirty)", True,
+                       f"modifies input {changed[0]} in place and declares it with ctx.mark_dirty")
+    first = next(i for i in changed if i not in declared)
+    return Finding("inputs unchanged", False, f"forward modifies input {first} in place; work on a copy "
+                   "(x = x.clone()), or declare it with ctx.mark_dirty and return it")
+
+
+def _numpy_forward_finding(site: _Inspection) -> Finding | None:
+    """A plugin's NUMPY_OPS forward against its torch forward, both in float64, at these inputs."""
+    import torch
+    if not getattr(site.spec.numpy, "user_numpy", False):
+        return None
+    as64 = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else
+            a.clone() if isinstance(a, torch.Tensor) else a for a in site.originals]
+    try:
+        with torch.no_grad():
+            reference = site.spec.torch(*as64)
+    except Exception:  # the torch forward does not run in float64: nothing to compare against
+        return None
+    batched = [a.cpu().numpy()[None] if isinstance(a, torch.Tensor) else a for a in as64]
+    name = f"NUMPY_OPS['{site.spec.name}']"
+    try:
+        with np.errstate(all="ignore"):
+            ours = site.spec.numpy(*batched)
+    except Exception as err:  # the plugin's numpy forward failed
+        return Finding("numpy forward", False, f"{name} raised {type(err).__name__}: {_first_line(err)}")
+    reference = reference if isinstance(reference, (tuple, list)) else (reference,)
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    if len(ours) != len(reference):
+        return Finding("numpy forward", False, f"{name} returns {len(ours)} outputs; the torch op {len(reference)}")
+    for k, (mine, theirs) in enumerate(zip(ours, reference)):
+        theirs = theirs.detach().cpu().double().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+        mine = np.asarray(mine)[0] if np.ndim(mine) else np.asarray(mine)
+        if mine.shape != theirs.shape:
+            return Finding("numpy forward", False, f"{name} gives shape {list(mine.shape)}; the torch forward "
+                           f"{list(theirs.shape)}: the numpy forward is wrong")
+        scale = float(np.max(np.abs(theirs), initial=1.0))
+        gap = np.abs(mine - theirs)
+        bad = ~(gap <= FORWARD_ATOL * scale + FORWARD_RTOL * np.abs(theirs))
+        if bad.any():
+            where = np.unravel_index(int(np.argmax(np.where(bad, gap, -1.0))), bad.shape) if bad.ndim else ()
+            out = f"output {k} " if len(ours) > 1 else ""
+            return Finding("numpy forward", False, f"the numpy forward is wrong: {name} gives {float(mine[where]):.10g} "
+                           f"where the torch forward gives {float(theirs[where]):.10g} ({out}element "
+                           f"{list(where)}); the numeric gradient is then of another function, so the backward "
+                           "is not judged until they agree")
+    return Finding("numpy forward", True)
+
+
+def _defines_jvp(cls: type | None) -> bool:
+    import torch
+    return cls is not None and issubclass(cls, torch.autograd.Function) and \
+        getattr(cls, "jvp", None) is not getattr(torch.autograd.Function, "jvp", None)
 
 
 def defines_jvp(fn: Any) -> bool:
     """True for a torch.autograd.Function's apply whose class overrides jvp (forward mode)."""
-    import torch
-    owner = getattr(fn, "__self__", None)
-    return isinstance(owner, type) and issubclass(owner, torch.autograd.Function) and \
-        getattr(owner, "jvp", None) is not getattr(torch.autograd.Function, "jvp", None)
+    return _defines_jvp(function_class(fn))
 
 
-def _jvp_finding(spec: OpSpec, tensors: list[Any], values: dict, check_values: Callable,
+def _jvp_finding(site: _Inspection, names: dict[int, str], values: dict, wrt: tuple, check_values: Callable,
                  generator: Any) -> Finding:
     """Forward mode: the tangent of out for random input tangents v against numeric J·v."""
     import torch
     import torch.autograd.forward_ad as fwAD
 
-    tangents = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.dtype).to(t.device)
-                for t in tensors]
+    tangents = {i: torch.randn(a.shape, generator=generator, dtype=torch.float64).to(a.dtype)
+                for i, a in enumerate(site.originals) if site.wants[i]}
     try:
         with fwAD.dual_level():
-            out = spec.torch(*(fwAD.make_dual(t, v) for t, v in zip(tensors, tangents)))
+            duals = [fwAD.make_dual(a.clone(), tangents[i]) if i in tangents else a
+                     for i, a in enumerate(site.originals)]
+            out = site.spec.torch(*duals)
             tangent = fwAD.unpack_dual(out).tangent
     except Exception as err:  # the plugin's own jvp failed
         return Finding("forward mode (jvp)", False, f"jvp raised {type(err).__name__}: {_first_line(err)}")
     if tangent is None:
         return Finding("forward mode (jvp)", False, "jvp returned no tangent for the output")
-    result = check_values(values, None)  # the numeric Jacobian, one block per input
+    try:
+        result = check_values(call_text(site.spec, site.originals, names), values, None, wrt)  # the Jacobian
+    except InputError as err:
+        return Finding("forward mode (jvp)", False, f"could not check forward mode: {err.message}")
     expected = 0.0
-    for i, v in enumerate(tangents):
-        jac = result.inputs[f"x{i}"].numeric
+    for i, v in tangents.items():
+        jac = result.inputs[names[i]].numeric
         v_np = v.detach().cpu().double().numpy()
         expected = expected + np.tensordot(jac, v_np, axes=v_np.ndim) if v_np.ndim else expected + jac * v_np
     got = tangent.detach().cpu().double().numpy()
@@ -156,25 +381,72 @@ def _jvp_finding(spec: OpSpec, tensors: list[Any], values: dict, check_values: C
                    f"jvp disagrees with the numeric J·v (max abs error {worst:.2e}); fix the Function's jvp")
 
 
-def _raw_findings(out: Any, grad: Any, leaves: list[Any]) -> list[Finding]:
-    """Count, dtype and shape of what backward returned, before autograd casts or complains."""
+def _forward_names(cls: type, count: int) -> list[str]:
+    """forward's parameter names (without ctx), padded to `count`."""
+    import inspect
     try:
-        raw = _raw_backward(out, grad)
+        params = [p.name for p in inspect.signature(cls.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    params = params[1:] if takes_ctx(cls) else params
+    return (params + [f"argument {i}" for i in range(len(params), count)])[:count]
+
+
+def _raw_findings(run: _Run, outs: list[Any], grads: list[Any]) -> list[Finding]:
+    """Count, dtype and shape of what backward itself returned, against what forward received."""
+    import torch
+
+    node = outs[0].grad_fn
+    if node is None or not hasattr(node, "_forward_cls") or any(o.grad_fn is not node for o in outs) \
+            or run.forward_args is None:
+        return []
+    every = [o for o in run.outputs if isinstance(o, torch.Tensor)]
+    given = iter(grads)
+    upstream = [next(given) if o.requires_grad else torch.zeros_like(o) for o in every]
+    try:
+        raw = node.apply(*upstream)
     except Exception as err:  # the plugin's own backward failed
         return [Finding("backward runs", False, f"backward raised {type(err).__name__}: {_first_line(err)}")]
-    if raw is None:
-        return []
-    findings = [Finding("gradient count", len(raw) == len(leaves), "" if len(raw) == len(leaves) else
-                        f"backward returns {len(raw)} gradients for {len(leaves)} inputs; return one per forward input")]
-    bad = [(i, g, t) for i, (g, t) in enumerate(zip(raw, leaves))
-           if g is not None and (g.dtype != t.dtype or g.shape != t.shape)]
+    raw = raw if isinstance(raw, tuple) else (raw,)
+    forward_args = run.forward_args
+    needs = tuple(node.needs_input_grad)
+    count = len(needs)
+    names = _forward_names(node._forward_cls, count)
+    extra = [g for g in raw[count:] if g is not None]
     message = ""
-    if bad:
-        i, g, t = bad[0]
-        message = (f"gradient {i} has dtype {str(g.dtype).replace('torch.', '')} and shape {list(g.shape)}; "
-                   f"the input has {str(t.dtype).replace('torch.', '')} and {list(t.shape)}")
-    findings.append(Finding("gradient dtype and shape", not bad, message))
+    if len(raw) < count:
+        nontensor = [n for n, a in zip(names, forward_args) if not isinstance(a, torch.Tensor)]
+        hint = f", None for {', '.join(nontensor)}" if nontensor else ""
+        message = (f"backward returns {len(raw)} gradients for {count} forward arguments ({', '.join(names)}); "
+                   f"return one per argument{hint}")
+    elif extra:
+        message = f"backward returns {len(raw)} gradients for {count} forward arguments; the extra ones must be None"
+    else:
+        for i, (g, a) in enumerate(zip(raw, forward_args)):
+            if g is not None and not isinstance(a, torch.Tensor):
+                message = f"backward returns a gradient for '{names[i]}', which is not a tensor; return None there"
+                break
+    findings = [Finding("gradient count", not message, message)]
+    bad = ""
+    for i, (g, a, need) in enumerate(zip(raw, forward_args, needs)):
+        if not need or g is None or not isinstance(g, torch.Tensor) or not isinstance(a, torch.Tensor):
+            continue  # torch ignores what backward returns for an input that needs no gradient
+        shape_ok = g.shape == a.shape or _sums_to(g.shape, a.shape)
+        if g.dtype != a.dtype or not shape_ok:
+            bad = (f"gradient {i} ('{names[i]}') has dtype {str(g.dtype).replace('torch.', '')} and shape "
+                   f"{list(g.shape)}; the argument has {str(a.dtype).replace('torch.', '')} and {list(a.shape)}")
+            break
+    findings.append(Finding("gradient dtype and shape", not bad, bad))
     return findings
+
+
+def _sums_to(grad_shape: Any, shape: Any) -> bool:
+    """torch sums a gradient of a broadcast shape down to the input's (validate_outputs)."""
+    try:
+        return tuple(np.broadcast_shapes(tuple(shape), tuple(grad_shape))) == tuple(grad_shape)
+    except ValueError:
+        return False
 
 
 def blame_line(reports: tuple[OpReport, ...]) -> str:
@@ -184,6 +456,11 @@ def blame_line(reports: tuple[OpReport, ...]) -> str:
         return ""
     if not wrong:
         return "every custom op passes its own checks at the values it saw"
-    names = ", ".join(f"{r.op} (line {r.line}, column {r.col + 1})" for r in wrong)
+    names = ", ".join(f"{r.op} (line {r.line}, column {r.col + 1})" + _which(r) for r in wrong)
     rest = "; built-in ops are taken as right" if len(wrong) == len(reports) else "; the other custom ops are right"
     return f"blame: {names}{rest}"
+
+
+def _which(report: OpReport) -> str:
+    failing = [f.check for f in report.findings if not f.ok]
+    return f": its numpy forward (NUMPY_OPS['{report.op}'])" if failing == ["numpy forward"] else ""

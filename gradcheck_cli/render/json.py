@@ -84,7 +84,8 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
                             for name, v in result.constants.items()}
     if result.custom_ops:
         out["custom_ops"] = [{"op": r.op, "line": r.line, "column": r.col + 1, "ok": r.ok,
-                              "checks": [{"check": f.check, "ok": f.ok, "message": f.message} for f in r.findings]}
+                              "checks": [{"check": f.check, "ok": f.ok, "verdict": f.verdict, "message": f.message}
+                                         for f in r.findings]}
                              for r in result.custom_ops]
         out["blame"] = result.blame
     out["graph"] = to_dict(result.graph)

@@ -109,7 +109,8 @@ def custom_ops_table(result: CheckResult) -> Table:
         table.add_column(header, no_wrap=header != "what to fix")
     for report in result.custom_ops:
         for finding in report.findings:
-            verdict = Text("PASS", style="gc.ok") if finding.ok else Text("FAIL", style="gc.fail")
+            verdict = {"pass": Text("PASS", style="gc.ok"), "fail": Text("FAIL", style="gc.fail"),
+                       "unreliable": Text("UNRELIABLE", style="gc.warn")}[finding.verdict]
             table.add_row(Text(f"{report.op} @{report.line}:{report.col + 1}"), Text(finding.check), verdict,
                           Text(finding.message))
     table.caption = Text(result.blame or "")
