@@ -105,6 +105,7 @@ class _Inspection:
         self.wants = [isinstance(a, torch.Tensor) and a.requires_grad and (a.is_floating_point() or a.is_complex())
                       for a in args]
         self.cls = function_class(spec.torch)
+        self.in_place = False  # the forward writes into an input and declares it (ctx.mark_dirty)
 
     def run(self, record: bool = False) -> _Run:
         import torch
@@ -229,15 +230,16 @@ def _literal_text(value: Any) -> str:
     return repr(value)
 
 
-def call_text(spec: OpSpec, args: list[Any], names: dict[int, str]) -> str:
+def call_text(spec: OpSpec, args: list[Any], names: dict[int, str], in_place: bool = False) -> str:
     """The call site as expression text: tensors by variable name, literals as written, omitted
-    arguments left out (those after one are named)."""
+    arguments left out (those after one are named). An in-place op gets computed copies (`x0 * 1`),
+    as torch refuses to modify a leaf that requires grad."""
     parts, named = [], False
     for i, (param, arg) in enumerate(zip(spec.params, args)):
         if isinstance(arg, Omitted):
             named = True
             continue
-        text = names[i] if i in names else _literal_text(arg)
+        text = (f"{names[i]} * 1" if in_place else names[i]) if i in names else _literal_text(arg)
         parts.append(f"{param.name}={text}" if named else text)
     return f"{spec.name}({', '.join(parts)})"
 
@@ -247,7 +249,7 @@ def _value_findings(site: _Inspection, names: dict[int, str], values: dict, wrt:
     """Gradient values by gradcheck's own check (same evidence, same rule as the main table).
 
     `diff` lists the differentiable outputs of an op with several (None: one output)."""
-    call = call_text(site.spec, site.originals, names)
+    call = call_text(site.spec, site.originals, names, site.in_place)
     if diff is None:
         expression, grad_output = call, grads[0].detach().cpu().double().numpy()
     else:  # one VJP over every differentiable output, each weighted by its own grad_output
@@ -287,6 +289,7 @@ def _inplace_finding(site: _Inspection, run: _Run) -> Finding:
         return Finding("inputs unchanged", True)
     declared = [i for i in changed if any(o is run.args[i] for o in run.outputs)]
     if declared == changed:
+        site.in_place = True
         return Finding("in place (ctx.mark_dirty)", True,
                        f"modifies input {changed[0]} in place and declares it with ctx.mark_dirty")
     first = next(i for i in changed if i not in declared)
@@ -366,7 +369,7 @@ def _jvp_finding(site: _Inspection, names: dict[int, str], values: dict, wrt: tu
     if tangent is None:
         return Finding("forward mode (jvp)", False, "jvp returned no tangent for the output")
     try:
-        result = check_values(call_text(site.spec, site.originals, names), values, None, wrt)  # the Jacobian
+        result = check_values(call_text(site.spec, site.originals, names, site.in_place), values, None, wrt)  # the Jacobian
     except InputError as err:
         return Finding("forward mode (jvp)", False, f"could not check forward mode: {err.message}")
     expected = 0.0
