@@ -334,7 +334,7 @@ def _numpy_forward_finding(site: _Inspection) -> Finding | None:
             out = f"output {k} " if len(ours) > 1 else ""
             return Finding("numpy forward", False, f"the numpy forward is wrong: {name} gives {float(mine[where]):.10g} "
                            f"where the torch forward gives {float(theirs[where]):.10g} ({out}element "
-                           f"{list(where)}); the numeric gradient is then of another function, so the backward "
+                           f"{[int(i) for i in where]}); the numeric gradient is then of another function, so the backward "
                            "is not judged until they agree")
     return Finding("numpy forward", True)
 

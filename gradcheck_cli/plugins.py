@@ -181,7 +181,8 @@ def _batched(fn: Callable, whole_batch: bool, user_numpy: bool) -> Callable:
         if whole_batch:
             return _float64(fn(*args))
         size = max((a.shape[0] for a in arrays), default=1)
-        rows = [_float64(fn(*(a[i if a.shape[0] > 1 else 0] if isinstance(a, np.ndarray) else a for a in args)))
+        rows = [_float64(fn(*(np.asarray(a[i if a.shape[0] > 1 else 0]) if isinstance(a, np.ndarray) else a
+                              for a in args)))
                 for i in range(size)]
         if isinstance(rows[0], tuple):
             return tuple(np.stack([r[k] for r in rows]) for k in range(len(rows[0])))
