@@ -2,8 +2,12 @@
 
     .venv/bin/python bench/custom_ops_bench.py
 
-Prints one row a case (expected verdict, ours, torch's) and a caught / missed / false-alarm summary.
-The corpus is tests/plugins/corpus_ops.py, the same one the test suite uses.
+Prints one row a case (expected verdict, ours, torch's) and a caught / missed / false-alarm summary,
+for two corpora the test suite uses too: tests/plugins/corpus_ops.py (small ops, wrong in known
+shapes) and tests/plugins/realworld_ops.py (real-world-style Functions with non-tensor and optional
+arguments, several outputs, in-place ops, wrappers; estimators are counted apart: both tools must
+report them as failing, since they are deliberately not the derivative). A check that ends in bad
+input (torch refusing a backward's count or shape) counts as caught, for both tools.
 """
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ import warnings
 
 import torch
 
-from gradcheck_cli import check
+from gradcheck_cli import InputError, check
 from gradcheck_cli.custom import defines_jvp
 from gradcheck_cli.plugins import load_module
 
 warnings.filterwarnings("ignore")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "plugins", "corpus_ops.py")
+REALWORLD = os.path.join(ROOT, "tests", "plugins", "realworld_ops.py")
 X = [-1.5, -0.3, 0.4, 2.0]
 
 # (label, expression, op, inputs, dtype, order, expected right?)
@@ -51,27 +56,72 @@ def torch_verdict(fn, inputs: dict, dtype: str, order: int) -> bool:
         return False
 
 
-def main() -> None:
+def _tally(tally: dict, name: str, right: bool, verdict: bool) -> None:
+    if not right and not verdict:
+        tally[name][0] += 1
+    elif not right:
+        tally[name][1] += 1
+    elif not verdict:
+        tally[name][2] += 1
+
+
+def _print(title: str, rows: list, tally: dict) -> None:
+    word = {True: "pass", False: "FAIL"}
+    print(f"{title:44}{'op is':>10}{'gradcheck':>11}{'torch gradcheck':>17}")
+    for label, truth, ours, theirs in rows:
+        print(f"{label[:43]:44}{truth:>10}{word[ours]:>11}{word[theirs]:>17}")
+    print(f"\n{'':20}{'caught':>8}{'missed':>8}{'false alarm':>13}")
+    for name, (caught, missed, false) in tally.items():
+        print(f"{name:20}{caught:8}{missed:8}{false:13}")
+    print()
+
+
+def small_corpus() -> None:
     ops = load_module(CORPUS).OPS
     rows, tally = [], {"gradcheck": [0, 0, 0], "torch": [0, 0, 0]}  # caught, missed, false alarm
     for label, expr, op, inputs, dtype, order, right in CASES:
         ours = check(expr, plugins=[CORPUS], dtype=dtype, order=order, **inputs).ok
         theirs = torch_verdict(ops[op], inputs, dtype, order)
         for name, verdict in (("gradcheck", ours), ("torch", theirs)):
-            if not right and not verdict:
-                tally[name][0] += 1
-            elif not right:
-                tally[name][1] += 1
-            elif not verdict:
-                tally[name][2] += 1
+            _tally(tally, name, right, verdict)
         rows.append((label, "right" if right else "wrong", ours, theirs))
-    word = {True: "pass", False: "FAIL"}
-    print(f"{'case':44}{'op is':>7}{'gradcheck':>11}{'torch gradcheck':>17}")
-    for label, truth, ours, theirs in rows:
-        print(f"{label:44}{truth:>7}{word[ours]:>11}{word[theirs]:>17}")
-    print(f"\n{'':20}{'caught':>8}{'missed':>8}{'false alarm':>13}")
-    for name, (caught, missed, false) in tally.items():
-        print(f"{name:20}{caught:8}{missed:8}{false:13}")
+    _print("small corpus (corpus_ops.py)", rows, tally)
+
+
+def realworld_corpus() -> None:
+    module = load_module(REALWORLD)
+    rows, tally = [], {"gradcheck": [0, 0, 0], "torch": [0, 0, 0]}
+    estimators = {"gradcheck": 0, "torch": 0}  # reported as failing, as they must be
+    for label, expr, values, wrt, kind, call in module.CASES:
+        try:
+            ours = check(expr, plugins=[REALWORLD], wrt=wrt, **values).ok
+        except InputError:
+            ours = False
+        names = list(values) if wrt is None else wrt.split(",")
+        env = {n: torch.tensor(v, dtype=torch.float64, requires_grad=n in names) for n, v in values.items()}
+        try:
+            theirs = torch.autograd.gradcheck(lambda *ts: call(module.OPS, {**env, **dict(zip(names, ts))}),
+                                              tuple(env[n] for n in names), raise_exception=False)
+        except Exception:  # torch refuses the backward (count, shape): a failure
+            theirs = False
+        if kind == "estimator":
+            estimators["gradcheck"] += not ours
+            estimators["torch"] += not theirs
+        else:
+            for name, verdict in (("gradcheck", ours), ("torch", theirs)):
+                _tally(tally, name, kind == "right", verdict)
+        rows.append((label, kind, ours, theirs))
+    right = sum(kind == "right" for *_, kind, _ in module.CASES)
+    wrong = sum(kind == "wrong" for *_, kind, _ in module.CASES)
+    count = sum(kind == "estimator" for *_, kind, _ in module.CASES)
+    _print(f"real-world corpus: {right} right, {wrong} wrong", rows, tally)
+    print(f"estimators (straight-through, gradient reversal) reported as failing: gradcheck "
+          f"{estimators['gradcheck']} of {count}, torch {estimators['torch']} of {count}")
+
+
+def main() -> None:
+    small_corpus()
+    realworld_corpus()
 
 
 if __name__ == "__main__":
