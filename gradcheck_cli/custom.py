@@ -263,11 +263,11 @@ def _value_findings(site: _Inspection, names: dict[int, str], values: dict, wrt:
     wrong = [r for r in (result.inputs[n] for n in wrt) if r.wrong.any()]
     unsure = [r for r in (result.inputs[n] for n in wrt) if not r.wrong.any() and not bool(r.passed.all())]
     findings = []
-    if none:
-        bad = [n for n in none if result.inputs[n].wrong.any()]
-        findings.append(Finding("no None gradient", not bad, "" if not bad else
-                                f"backward returns None for input {bad[0][1:]}, which requires a gradient and "
-                                "has a nonzero one; return its gradient"))
+    bad = [n for n in none if result.inputs[n].wrong.any()]
+    # a None gradient is torch's zero: wrong only where the true gradient is not zero
+    findings.append(Finding("no None gradient", not bad, "" if not bad else
+                            f"backward returns None for input {bad[0][1:]}, which requires a gradient and "
+                            "has a nonzero one; return its gradient"))
     if wrong:
         message = "; ".join(f"input {r.name[1:]}: {r.diagnosis or 'disagrees'}" for r in wrong)
         findings.append(Finding("gradient values", False, f"backward wrong: {message}"))
