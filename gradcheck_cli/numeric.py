@@ -63,7 +63,7 @@ class NumericEngine:
         def record(index: int, value: Any) -> None:
             self.values[index] = _unbatch(value)
             self.envs.append(dict(env))
-            sizes.append(np.size(value))
+            sizes.append(self.values[index].size)  # the batch holds one row here
 
         with np.errstate(all="ignore"):
             self.output = _unbatch(Walker(program, table, recorder).run(env, on_statement=record))
@@ -346,5 +346,8 @@ def _make_probe(f: Callable[[np.ndarray], np.ndarray], base: np.ndarray, cols: n
 
 
 def _unbatch(value: Any) -> np.ndarray:
+    if isinstance(value, tuple):  # an op with several outputs, assigned to a name (`y = f(x)`): only its
+        # finiteness is asked of it (it is no intermediate of its own), so every output, flattened
+        return np.concatenate([np.ravel(_unbatch(v)) for v in value]) if value else np.zeros(0)
     arr = np.asarray(value, dtype=np.float64)
     return arr if arr.ndim == 0 and not isinstance(value, np.ndarray) else arr[0]

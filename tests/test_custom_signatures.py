@@ -92,6 +92,17 @@ def test_several_outputs_are_indexed():
     np.testing.assert_allclose(second.inputs["x"].analytic, -np.sin(x), rtol=1e-15)
 
 
+def test_several_outputs_of_different_shapes_assigned_to_a_name():
+    import sympy as sp
+    a, b = sp.symbols("a b")
+    f = (a + b) * (a ** 2 + b ** 2)
+    r = check("y = sum_and_sq(x); y[0] * y[1].sum()", x=[0.3, 1.0], plugins=[SIGS])
+    assert r.ok and r.intermediates == {}
+    at = {a: 0.3, b: 1.0}
+    np.testing.assert_allclose(r.inputs["x"].analytic, [float(f.diff(a).subs(at)), float(f.diff(b).subs(at))],
+                               rtol=1e-14)
+
+
 def test_the_per_op_check_covers_every_output_even_the_unused_one():
     r = check("sincos_forgets_cos(x)[0].sum()", x=[0.3, -1.1], plugins=[CORPUS])
     assert r.inputs["x"].ok  # the expression only uses the first output, whose gradient is right

@@ -97,7 +97,22 @@ class ReturnsSavedBuffer(F):
         return ctx.buffer
 
 
+class SumAndSquare(F):
+    """Two outputs of different shapes: x.sum() and x * x."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sum(), x * x
+
+    @staticmethod
+    def backward(ctx, gs, gq):
+        (x,) = ctx.saved_tensors
+        return gs + 2 * x * gq
+
+
 OPS = {
+    "sum_and_sq": SumAndSquare.apply,
     "typed": Typed.apply,
     "affine": Affine.apply,
     "spmm_f32": lambda indices, values, shape, dense: SpMMValuesFloat32.apply(indices.long(), values, shape, dense),
