@@ -120,14 +120,24 @@ def _params(name: str, fn: Callable, declared: Mapping[str, int]) -> tuple[Param
 def _call_present(fn: Callable, name: str) -> Callable:
     """The torch callable, called with the arguments the expression gave (see `present`)."""
     def run(*args: Any) -> Any:
+        given = present(args)
         try:
-            return fn(*present(args))
+            return fn(*given)
         except RuntimeError as err:
             if "leaf Variable that requires grad" in str(err):
                 raise InputError(f"{name} modifies its input in place (ctx.mark_dirty), and torch refuses that "
                                  "for an input that requires grad; pass a computed tensor instead, e.g. "
                                  f"{name}(1 * x)") from None
             raise
+        except (TypeError, AttributeError) as err:
+            numbers = [a for a in given if isinstance(a, (int, float)) and not isinstance(a, bool)]
+            if not numbers:
+                raise
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            which = ", ".join(f"{a!r} as a Python {type(a).__name__}" for a in numbers)
+            raise InputError(f"{name}: {text} (literals reach the op as Python numbers, as in Python: {which}; "
+                             "where it needs a tensor, pass a variable instead, -v NAME=VALUE, with --wrt naming "
+                             "the others to hold it constant)") from None
     run.__wrapped__ = fn
     return run
 

@@ -44,6 +44,32 @@ def test_a_float_where_an_int_is_expected_is_the_plugins_own_error():
     result = run("check", "typed(x, 1e-6, 3.0, True).sum()", "-v", "x=0.5", "--plugin", SIGS)
     assert result.exit_code == 2
     assert "typed: got float, float, bool" in result.stderr
+    assert "1e-06 as a Python float, 3.0 as a Python float" in result.stderr
+
+
+def test_a_literal_where_the_op_needs_a_tensor_says_to_pass_a_variable(tmp_path):
+    plugin = tmp_path / "needs_tensor.py"
+    plugin.write_text(
+        "import torch\n"
+        "class MulExp(torch.autograd.Function):\n"
+        "    @staticmethod\n"
+        "    def forward(ctx, x, y):\n"
+        "        ctx.save_for_backward(x, y)\n"
+        "        return x * y.exp()\n"
+        "    @staticmethod\n"
+        "    def backward(ctx, g):\n"
+        "        x, y = ctx.saved_tensors\n"
+        "        return g * y.exp(), g * x * y.exp()\n"
+        "OPS = {'mul_exp': MulExp.apply}\n")
+    literal = run("check", "mul_exp(x, 2.0).sum()", "-v", "x=0.3", "--plugin", str(plugin))
+    assert literal.exit_code == 2
+    assert literal.stderr.startswith("error: mul_exp: 'float' object has no attribute 'exp' (literals reach the op "
+                                     "as Python numbers, as in Python: 2.0 as a Python float; where it needs a "
+                                     "tensor, pass a variable instead")
+    variable = run("check", "mul_exp(x, y).sum()", "-v", "x=0.3", "-v", "y=2.0", "--wrt", "x", "--plugin",
+                   str(plugin), "--json")
+    assert variable.exit_code == 0, variable.output
+    np.testing.assert_allclose(json.loads(variable.stdout)["inputs"]["x"]["analytic"], np.exp(2.0), rtol=1e-15)
 
 
 def test_signature_is_read_from_forward_in_gradcheck_ops():
