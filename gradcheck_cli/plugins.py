@@ -8,7 +8,8 @@ whole batch of perturbations at once); `ARITY = {"name": n}` when the signature 
 
 An op's parameters are read from its signature (a Function's `forward`, without ctx): each may be a
 tensor expression or a literal (`myop(x, 1e-6)`, `myop(x, 2, True)`), which reaches the op as the
-Python value it is and never requires grad; parameters with a default may be left out, and then are
+Python value it is (as a constant tensor where the parameter is annotated `torch.Tensor`) and never
+requires grad; parameters with a default may be left out, and then are
 not passed at all. An op with several outputs returns a tuple, indexed in the expression: `f(x)[0]`.
 """
 from __future__ import annotations
@@ -113,8 +114,17 @@ def _params(name: str, fn: Callable, declared: Mapping[str, int]) -> tuple[Param
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if cls is not None and takes_ctx(cls):
         positional = positional[1:]
-    return tuple(Param(p.name, Kind.ANY) if p.default is p.empty else Param(p.name, Kind.ANY, Omitted(p.default))
-                 for p in positional)
+    return tuple(Param(p.name, _kind(p.annotation)) if p.default is p.empty else
+                 Param(p.name, _kind(p.annotation), Omitted(p.default)) for p in positional)
+
+
+def _kind(annotation: Any) -> Kind:
+    """A parameter annotated as a tensor takes a literal as a constant tensor (what the op expects);
+    any other takes it as the Python value it is."""
+    if isinstance(annotation, str):
+        return Kind.TENSOR if annotation in ("Tensor", "torch.Tensor") else Kind.ANY
+    is_tensor = getattr(annotation, "__name__", None) == "Tensor" and getattr(annotation, "__module__", "") == "torch"
+    return Kind.TENSOR if is_tensor else Kind.ANY
 
 
 def _call_present(fn: Callable, name: str) -> Callable:

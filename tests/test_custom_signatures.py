@@ -72,6 +72,30 @@ def test_a_literal_where_the_op_needs_a_tensor_says_to_pass_a_variable(tmp_path)
     np.testing.assert_allclose(json.loads(variable.stdout)["inputs"]["x"]["analytic"], np.exp(2.0), rtol=1e-15)
 
 
+@pytest.mark.parametrize("annotation", ["torch.Tensor", "'torch.Tensor'"])
+def test_a_literal_for_a_parameter_annotated_tensor_is_a_constant_tensor(tmp_path, annotation):
+    plugin = tmp_path / "annotated.py"
+    plugin.write_text(
+        "import torch\n"
+        "class MulExp(torch.autograd.Function):\n"
+        "    @staticmethod\n"
+        f"    def forward(ctx, x: torch.Tensor, y: {annotation}, flag: bool = False):\n"
+        "        assert isinstance(y, torch.Tensor) and not y.requires_grad and type(flag) is bool\n"
+        "        ctx.save_for_backward(x, y)\n"
+        "        return x * y.exp()\n"
+        "    @staticmethod\n"
+        "    def backward(ctx, g):\n"
+        "        x, y = ctx.saved_tensors\n"
+        "        return g * y.exp(), g * x * y.exp(), None\n"
+        "OPS = {'mul_exp': MulExp.apply}\n")
+    result = run("check", "mul_exp(x, 2.0, True).sum()", "-v", "x=0.3,-1.0", "--plugin", str(plugin), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    np.testing.assert_allclose(out["inputs"]["x"]["analytic"], [np.exp(2.0)] * 2, rtol=1e-15)
+    assert list(out["inputs"]) == ["x"]
+    assert all(c["ok"] for c in checks_of(result.stdout).values())
+
+
 def test_signature_is_read_from_forward_in_gradcheck_ops():
     result = run("ops", "--plugin", CORPUS, "--json")
     rows = {row["name"]: row for row in json.loads(result.stdout)}
