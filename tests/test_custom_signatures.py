@@ -274,16 +274,18 @@ def test_a_right_numpy_forward_agrees():
 
 # ---- the per-op values check uses the main table's evidence and rule ----
 
-def test_per_op_values_are_unreliable_where_the_numeric_side_cannot_judge():
+@pytest.mark.parametrize("width", [80, 160])
+def test_per_op_values_are_unreliable_where_the_numeric_side_cannot_judge(width):
     result = run("check", "rounded_sq(x).sum()", "-v", "x=0.3", "--plugin", SIGS, "--json")
     out = json.loads(result.stdout)
     assert out["inputs"]["x"]["unreliable"] == 1  # the main table: the numeric side is unsure here
     found = checks_of(result.stdout)
     assert found["gradient values"]["verdict"] == "unreliable" and found["gradient values"]["ok"]
     assert out["blame"] == "every custom op passes its own checks at the values it saw"
-    table = run("check", "rounded_sq(x).sum()", "-v", "x=0.3", "--plugin", SIGS)
+    table = run("check", "rounded_sq(x).sum()", "-v", "x=0.3", "--plugin", SIGS, width=width)
     row = next(line for line in table.stdout.splitlines() if "gradient values" in line)
     assert "UNRELIABLE" in row and "FAIL" not in row
+    assert max(len(line) for line in table.stdout.splitlines() if "│" in line) <= width
 
 
 # ---- determinism compares copies ----
