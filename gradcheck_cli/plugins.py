@@ -260,7 +260,7 @@ def custom_op(name: str, numpy: Callable | None = None, elementwise: bool = Fals
         name: the function name in expressions.
         numpy: a numpy version for the numeric side (default: the torch op in float64, no autograd).
         elementwise: the op acts element by element (lets the numeric side perturb all at once).
-        arity: number of tensor arguments, when the signature cannot be read.
+        arity: number of arguments (tensors or literals), when the signature cannot be read.
 
     Example:
         @custom_op("my_softplus", elementwise=True)
