@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -43,6 +44,26 @@ def _to_numpy(t: Any) -> np.ndarray:
     return t.detach().to("cpu", dtype=torch.float64).numpy()
 
 
+def _refused_backward_is_bad_input(run: Callable) -> Callable:
+    """torch refusing what a custom Function's backward returned (its count or a shape) is one clear
+    line, not a traceback; any other error passes through."""
+    @functools.wraps(run)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(*args, **kwargs)
+        except RuntimeError as err:
+            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            if "incorrect number of gradients" in text:
+                hint = "backward returns one gradient per forward argument (None for the non-tensor ones)"
+            elif "returned an invalid gradient" in text:
+                hint = "each gradient must have the shape of its forward argument"
+            else:
+                raise
+            raise InputError(f"backward failed: {text}; {hint}") from None
+    return checked
+
+
+@_refused_backward_is_bad_input
 def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                  wrt: tuple[str, ...], dtype: Any, device: str,
                  grad_output: np.ndarray | None, order: int = 1, fast: bool | None = False,
@@ -66,34 +87,20 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
     mode, weights = _mode(out, grad_output, dtype, device)
     projection = None
-    try:
-        if mode is Mode.JACOBIAN and output_directions is not None and (
-                fast or (fast is None and _jacobian_size(out, targets) > MAX_JACOBIAN_ELEMENTS)):
-            projection = output_directions(tuple(out.shape))
-            grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
-        elif mode is Mode.JACOBIAN:
-            grads = _jacobian(out, targets)
-        else:
-            raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
-            grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
-    except RuntimeError as err:  # torch refuses what a custom Function's backward returned
-        raise backward_error(err) from None
+    if mode is Mode.JACOBIAN and output_directions is not None and (
+            fast or (fast is None and _jacobian_size(out, targets) > MAX_JACOBIAN_ELEMENTS)):
+        projection = output_directions(tuple(out.shape))
+        grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
+    elif mode is Mode.JACOBIAN:
+        grads = _jacobian(out, targets)
+    else:
+        raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
+        grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     gradients = dict(zip(list(wrt) + list(inter), grads))
     if order == 2 and mode is Mode.JACOBIAN:  # the second order itself: second_order.py
         raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
                     gradients, inter, graph, tuple(calls), projection_weights=projection)
-
-
-def backward_error(err: Exception) -> InputError:
-    """torch refused a backward (a custom Function's count or shape of gradients): one clear line."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    hint = ""
-    if "incorrect number of gradients" in text:
-        hint = "; backward returns one gradient per forward argument (None for the non-tensor ones)"
-    elif "invalid gradient" in text:
-        hint = "; each gradient must have the shape of its forward argument"
-    return InputError(f"backward failed: {text}{hint}")
 
 
 def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> tuple[str, ...]:
