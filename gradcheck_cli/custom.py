@@ -121,9 +121,9 @@ def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callab
         second = _copies(torch.autograd.grad(outs, run.leaves, grads, retain_graph=True, allow_unused=True))
         zero = torch.autograd.grad(outs, run.leaves, [torch.zeros_like(g) for g in grads], retain_graph=True,
                                    allow_unused=True)
-    except RuntimeError as err:
+    except Exception as err:  # the plugin's own backward raised, or autograd refused what it returned
         findings.extend(f for f in layout if f.check != "backward runs")
-        findings.append(Finding("backward runs", False, f"backward failed: {first_line(err)}"))
+        findings.append(Finding("backward runs", False, f"backward failed: {type(err).__name__}: {first_line(err)}"))
         return report(findings)
     findings.extend(f for f in layout if f.check != "backward runs")  # torch's own run succeeded
     same = all(a is None and b is None or (a is not None and b is not None and torch.equal(a, b))
