@@ -244,7 +244,7 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw:
         click.echo(dumps(check_dict(result)))
     else:
         from .render.table import check_view
-        _console().print(check_view(result, rows))
+        _console().print(check_view(result, rows), crop=False)  # the replay line stays whole
     sys.exit(ExitStatus.OK if result.ok else ExitStatus.MISMATCH)
 
 
@@ -289,7 +289,7 @@ def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, pl
         click.echo(github_annotations(result), nl=False)
     else:
         from .render.batch import batch_view
-        _console().print(batch_view(result, rows))
+        _console().print(batch_view(result, rows), crop=False)
     sys.exit(result.exit_status)
 
 
@@ -315,7 +315,7 @@ def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool,
             {"dtype": r.dtype, "verdict": v, "result": check_dict(r)} for r, v in zip(ladder.results, ladder.verdicts)]}))
     else:
         from .render.table import ladder_view
-        _console().print(ladder_view(ladder.results, ladder.verdicts, rows))
+        _console().print(ladder_view(ladder.results, ladder.verdicts, rows), crop=False)
     sys.exit(ladder.exit_status)
 
 

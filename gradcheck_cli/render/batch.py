@@ -22,9 +22,11 @@ def _worst(case: CaseResult) -> str:
 
 def summary_table(batch: BatchResult) -> Table:
     table = Table(show_edge=False, pad_edge=False)
+    # at 80 columns the file and case fold onto more lines; the verdict, error and time never do
     for header, justify in (("where", "left"), ("case", "left"), ("verdict", "left"), ("worst abs err", "right"),
                             ("time", "right")):
-        table.add_column(header, justify=justify)
+        table.add_column(header, justify=justify, no_wrap=header not in ("where", "case"),
+                         overflow="fold" if header == "where" else "ellipsis")
     for case in batch.cases:
         table.add_row(f"{case.file}:{case.line}", case.name, Text(case.status.upper(), style=_STYLE[case.status]),
                       _worst(case), f"{case.seconds * 1000:.0f} ms")
