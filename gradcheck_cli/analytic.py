@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import InputError
 from .evaluate import TorchBackend, Walker, is_finite
-from .graph import GraphNode, read_graph
+from .graph import Dag, GraphNode, RecordingBackend, read_dag, read_graph
 from .ops import OpSpec
 from .parse import Call, Program
 
@@ -82,7 +82,7 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     calls: list[tuple[Call, list[Any]]] = []
     out, env, leaves = _build(program, table, inputs, wrt, dtype, device, calls)
     names = {id(t): name for name, t in leaves.items()}
-    graph = read_graph(out.grad_fn, names)
+    graph = read_graph(out.grad_fn, names, produced_names(program, env))
     inter = _distinct_intermediates(program, env, out)
     targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
     mode, weights = _mode(out, grad_output, dtype, device)
@@ -124,7 +124,7 @@ def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> 
 
 def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
            wrt: tuple[str, ...], dtype: Any, device: str,
-           calls: list | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+           calls: list | None = None, backend: TorchBackend | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run the program in torch: (output, every binding, the leaf tensors).
 
     Plugin op calls are appended to `calls` as (node, every argument as the op received it) when a
@@ -139,7 +139,7 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
         if calls is not None and table[node.op].origin is not None:
             calls.append((node, list(args)))
 
-    walker = Walker(program, table, TorchBackend(dtype, device), observe)
+    walker = Walker(program, table, backend or TorchBackend(dtype, device), observe)
 
     def check_finite(index: int, value: Any) -> None:
         if not is_finite(value):
@@ -156,11 +156,58 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
     return out, env, leaves
 
 
+def produced_names(program: Program, env: Mapping[str, Any]) -> dict[int, str]:
+    """id(grad_fn) → the assigned name of the tensor it produced (the first name of an alias)."""
+    produced: dict[int, str] = {}
+    for name in program.intermediates:
+        fn = getattr(env.get(name), "grad_fn", None)
+        if fn is not None:
+            produced.setdefault(id(fn), name)
+    return produced
+
+
 def record_graph(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
-                 wrt: tuple[str, ...], dtype: Any, device: str) -> GraphNode | None:
-    """The grad_fn tree autograd records for the program's output."""
-    out, _, leaves = _build(program, table, inputs, wrt, dtype, device)
-    return read_graph(out.grad_fn, {id(t): name for name, t in leaves.items()})
+                 wrt: tuple[str, ...], dtype: Any, device: str, explain: bool = False,
+                 grad_output: np.ndarray | None = None) -> Dag | None:
+    """The DAG autograd records for the program's output, with the inputs that get no gradient.
+
+    With `explain`, one backward pass runs with hooks on every node, so each node carries its local
+    rule and the gradient flowing into it: for `grad_output` (a VJP), else for a seed of ones.
+    """
+    backend = RecordingBackend(dtype, device, program.source)
+    out, env, leaves = _build(program, table, inputs, wrt, dtype, device, backend=backend)
+    names = {id(t): name for name, t in leaves.items()}
+    no_grad = backend.no_grad_inputs({**leaves, **{n: env[n] for n in program.intermediates if n in env}})
+    grads, seed = None, ""
+    if explain:
+        grads, seed = _flowing_gradients(out, grad_output, dtype, device)
+    return read_dag(out.grad_fn, names, produced_names(program, env), no_grad, grads, seed)
+
+
+def _flowing_gradients(out: Any, grad_output: np.ndarray | None, dtype: Any, device: str) -> tuple[dict, str]:
+    """One backward pass with a pre-hook on every node: id(node) → the gradient it received."""
+    import torch
+
+    from .graph import walk_dag
+    if grad_output is not None:
+        weights, seed = _mode(out, grad_output, dtype, device)[1], "the gradients flowing in, for --grad-output"
+    else:
+        weights = torch.ones_like(out)
+        seed = "the gradients flowing in, from the output's gradient 1" + (
+            "" if out.numel() == 1 else " in every element (the sum of the Jacobian's rows)")
+    grads: dict[int, np.ndarray] = {}
+    handles = []
+    for fn in walk_dag(out.grad_fn)[0]:
+        def hook(grad_outputs: Any, key: int = id(fn)) -> None:
+            if grad_outputs and grad_outputs[0] is not None:
+                grads[key] = _to_numpy(grad_outputs[0])
+        handles.append(fn.register_prehook(hook))
+    try:
+        out.backward(weights)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return grads, seed
 
 
 def non_finite_error(program: Program, index: int, value: Any, where: str) -> InputError:

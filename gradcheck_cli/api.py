@@ -361,13 +361,17 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
     return run_check(expression, values, options)
 
 
-def build_graph(expression: str, values: Mapping[str, Any], options: CheckOptions):
-    """The grad_fn tree of an expression (for `gradcheck graph`). Raises InputError."""
+def build_graph(expression: str, values: Mapping[str, Any], options: CheckOptions, explain: bool = False):
+    """The grad_fn DAG of an expression (for `gradcheck graph` and `--explain`); with `explain`, each
+    node's local rule and the gradient flowing into it (for options.grad_output, else ones).
+    Raises InputError."""
     prep = prepare(expression, values, options)
     import torch
     from .analytic import record_graph
+    grad_output = None if options.grad_output is None else resolve(
+        options.grad_output, "--grad-output", options.seed, options.limits)
     return record_graph(prep.program, prep.table, prep.inputs, prep.wrt,
-                        getattr(torch, options.dtype), options.device)
+                        getattr(torch, options.dtype), options.device, explain, grad_output)
 
 
 def assert_gradients(expression: str, **kwargs: Any) -> CheckResult:

@@ -160,6 +160,12 @@ def format_option(fn: Callable) -> Callable:
     return fn
 
 
+def explain_option(fn: Callable) -> Callable:
+    return click.option("--explain", is_flag=True,
+                        help="Beside each grad_fn node: the local derivative rule it applies and the gradient "
+                             "flowing into it for these values, to follow the chain rule by eye.")(fn)
+
+
 def _options(kw: dict[str, Any]):
     """Click keyword arguments → CheckOptions (the library's own type)."""
     from .api import CheckOptions, split_names
@@ -223,8 +229,9 @@ def _guard(fn: Callable) -> Callable:
 @format_option
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Elements shown per variable in the table (the worst first); 0 shows all.")
+@explain_option
 @_guard
-def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw: Any) -> None:
+def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, explain: bool, **kw: Any) -> None:
     """Check the gradient of EXPR: analytic (autograd) against numeric (finite differences).
 
     Exit status: 0 all gradients agree, 1 some disagree, 2 bad input.
@@ -237,14 +244,16 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, **kw:
     dtypes = kw["dtype"]
     if len(dtypes) > 1:
         return _ladder(expr, variables, dtypes, as_json or fmt == "json", rows, kw)
-    from .api import run_check
-    result = run_check(expr, _values(variables), _options(kw))
+    from .api import build_graph, run_check
+    options = _options(kw)
+    result = run_check(expr, _values(variables), options)
+    dag = build_graph(expr, _values(variables), options, explain=True) if explain else None
     if as_json or fmt == "json":
-        from .render.json import check_dict, dumps
-        click.echo(dumps(check_dict(result)))
+        from .render.json import check_dict, dag_dict, dumps
+        click.echo(dumps({**check_dict(result), **({"explain": dag_dict(dag)} if explain else {})}))
     else:
         from .render.table import check_view
-        _console().print(check_view(result, rows), crop=False)  # the replay line stays whole
+        _console().print(check_view(result, rows, dag), crop=False)  # the replay line stays whole
     sys.exit(ExitStatus.OK if result.ok else ExitStatus.MISMATCH)
 
 
@@ -322,27 +331,41 @@ def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool,
 @main.command(cls=ExpressionCommand)
 @click.argument("expr")
 @expression_options
-@click.option("--dot", type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-              help="Also write the tree as Graphviz DOT to this file ('-' for stdout).")
+@click.option("--grad-output", metavar="SPEC", help="Upstream gradient for --explain (default: ones).")
+@click.option("--wrt", metavar="a,b", help="Only these variables get gradients; the rest are drawn as constants.")
+@click.option("--dot", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the graph as Graphviz DOT to this file ('-': DOT alone on stdout).")
+@click.option("--svg", type=click.Path(dir_okay=False), help="Draw it as SVG (needs Graphviz's dot).")
+@click.option("--png", type=click.Path(dir_okay=False), help="Draw it as PNG (needs Graphviz's dot).")
+@explain_option
 @_guard
-def graph(expr: str, variables: tuple, dot: str | None, **kw: Any) -> None:
-    """Show the grad_fn tree autograd records for EXPR.
+def graph(expr: str, variables: tuple, dot: str | None, svg: str | None, png: str | None, explain: bool,
+          **kw: Any) -> None:
+    """Show the grad_fn graph autograd records for EXPR: each node once (a node two ops use has two
+    edges), named by the intermediate it outputs, with shape and dtype; inputs that get no gradient
+    (detach, constants) are marked. Edges point the way gradients flow, from the output to the leaves.
 
     \b
     Example:
+      gradcheck graph "y = x * 2; z = y * y; z.sum()" -v x=1,2 --explain
       gradcheck graph "3*a**3 - b**2" -v a=2,3 -v b=6,4 --dot graph.dot
     """
     from .api import build_graph
-    from .graph import to_dot
-    root = build_graph(expr, _values(variables), _options(kw))
+    from .graph import render_dot, to_dot
+    dag = build_graph(expr, _values(variables), _options(kw), explain)
+    text = to_dot(dag, expr)
+    pictures = [(path, fmt) for path, fmt in ((svg, "svg"), (png, "png")) if path]
+    drawn = [(path, render_dot(text, fmt, f"--{fmt}")) for path, fmt in pictures]  # all or nothing
+    from .files import write_atomic
+    for path, data in drawn:
+        write_atomic(path, data)
     if dot == "-":
-        click.echo(to_dot(root, expr), nl=False)
+        click.echo(text, nl=False)
         return
     if dot:  # before printing: an unwritable path is bad input, reported alone
-        from .files import write_atomic
-        write_atomic(dot, to_dot(root, expr))
-    from .render.table import graph_tree
-    _console().print(graph_tree(root, f"grad_fn graph of {expr}"))
+        write_atomic(dot, text)
+    from .render.graph import dag_tree
+    _console().print(dag_tree(dag, f"grad_fn graph of {expr}"))
 
 
 @main.command()

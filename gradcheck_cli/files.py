@@ -7,12 +7,13 @@ import tempfile
 from .errors import InputError
 
 
-def write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".gradcheck-", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        binary = isinstance(text, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
             handle.write(text)
         os.replace(tmp, path)
     except OSError as err:

@@ -155,7 +155,8 @@ def test_graph_command_prints_the_tree(gradcheck):
 
 
 def _dot_nodes_and_edges(dot: str):
-    nodes = dict(re.findall(r'^\s*(n\d+) \[label="([^"]*)"', dot, re.M))
+    """Node name → its label's first line, and the edges (the full parser is in test_graph.py)."""
+    nodes = {n: label.split("\\n")[0] for n, label in re.findall(r'^\s*(n\d+) \[label="([^"]*)"', dot, re.M)}
     edges = re.findall(r"^\s*(n\d+) -> (n\d+);", dot, re.M)
     return nodes, edges
 
@@ -168,18 +169,18 @@ def test_graph_writes_dot(gradcheck, tmp_path):
     nodes, edges = _dot_nodes_and_edges(dot)
     assert sorted(nodes.values()) == sorted(["SubBackward0", "MulBackward0", "PowBackward0", "PowBackward0",
                                              "AccumulateGrad (a)", "AccumulateGrad (b)"])
-    assert len(edges) == len(nodes) - 1  # a tree
+    assert len(edges) == len(nodes) - 1  # no node is used twice here: a tree
     by_label = {label: n for n, label in nodes.items()}
     assert (by_label["SubBackward0"], by_label["MulBackward0"]) in edges
-    assert re.search(r'label="AccumulateGrad \(a\)", style=filled', dot)
+    assert re.search(r'label="AccumulateGrad \(a\)\\n\[2\] float64", style="rounded,filled"', dot)
 
 
 def test_graph_dot_to_stdout_and_shared_nodes(gradcheck):
+    # was: a tree with a second "MulBackward0 (shown above)" node; now autograd's DAG (issue 15)
     dot = gradcheck("graph", "y = x*2; y*y", "-v", "x=1", "--dot", "-").stdout
     nodes, edges = _dot_nodes_and_edges(dot)
-    assert list(nodes.values()).count("MulBackward0") == 2
-    assert "MulBackward0 (shown above)" in nodes.values()  # y feeds the product twice
-    assert len(edges) == len(nodes) - 1
+    assert sorted(nodes.values()) == ["AccumulateGrad (x)", "MulBackward0", "MulBackward0  y"]
+    assert len(edges) == 3  # y feeds the product twice: two edges into one node
 
 
 def test_graph_dot_escapes_quotes(gradcheck):

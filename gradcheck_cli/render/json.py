@@ -94,6 +94,26 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
     return out
 
 
+def dag_dict(dag: Any) -> dict[str, Any] | None:
+    """The grad_fn DAG (`check --explain --json`): nodes once each, autograd's edges as [from, to]
+    index pairs (gradient flow), `stops` to inputs that get no gradient; rule and g per node."""
+    if dag is None:
+        return None
+    nodes = []
+    for node in dag.nodes:
+        entry: dict[str, Any] = {"name": node.name, "kind": node.kind}
+        for key in ("variable", "produces", "dtype", "text", "rule"):
+            if getattr(node, key):
+                entry[key] = getattr(node, key)
+        if node.shape is not None:
+            entry["shape"] = list(node.shape)
+        if node.grad is not None:
+            entry["grad"] = plain(node.grad)
+        nodes.append(entry)
+    return {"nodes": nodes, "edges": [list(e) for e in dag.edges], "stops": [list(e) for e in dag.stops],
+            "seed": dag.seed}
+
+
 def dumps(data: Any) -> str:
     """Strict JSON text (allow_nan=False: a stray non-finite float is a bug, not output)."""
     return json.dumps(data, indent=2, allow_nan=False)

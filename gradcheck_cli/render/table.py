@@ -243,8 +243,9 @@ def replay_line(command: str) -> Text:
     return Text(f"replay: {command}", style="gc.dim", no_wrap=True, overflow="ignore", end="\n")
 
 
-def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS) -> RenderableType:
-    """The whole report of one check."""
+def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS, explain=None) -> RenderableType:
+    """The whole report of one check; `explain` (a graph.Dag with rules and gradients) replaces the
+    plain grad_fn tree (`check --explain`)."""
     parts: list[RenderableType] = [
         Text.assemble(("gradcheck ", "gc.head"), result.expression),
         Text(f"output shape {list(result.output_shape)}"
@@ -261,7 +262,12 @@ def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS) -> RenderableT
             parts.extend(gradient_table(r, mode, max_rows) for r in group.values())
     if result.custom_ops:
         parts += [Text(""), custom_ops_table(result)]
-    parts += [Text(""), graph_tree(result.graph), Text(""), verdict_line(result),
+    if explain is not None:
+        from .graph import dag_tree
+        graph = dag_tree(explain, "grad_fn graph, explained")
+    else:
+        graph = graph_tree(result.graph)
+    parts += [Text(""), graph, Text(""), verdict_line(result),
               replay_line(result.replay),
               Text(", ".join(f"{k} {v}" for k, v in result.versions.items()), style="gc.dim")]
     return Group(*parts)
