@@ -368,6 +368,44 @@ def graph(expr: str, variables: tuple, dot: str | None, svg: str | None, png: st
     _console().print(dag_tree(dag, f"grad_fn graph of {expr}"))
 
 
+@main.command(cls=ExpressionCommand)
+@click.argument("expr")
+@expression_options
+@click.option("--element", metavar="NAME[INDEX]",
+              help="The element to follow, e.g. x[1] or w[0, 2] (default: the one that disagrees most).")
+@click.option("--grad-output", metavar="SPEC", help="Upstream gradient for a non-scalar output (a VJP).")
+@click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")
+@click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex"]), default="auto",
+              show_default=True, help="The method whose chosen step is marked.")
+@click.option("--eps", type=float, help="Mark this step instead of the one gradcheck would choose.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Also draw the plot as PNG (needs matplotlib).")
+@format_option
+@_guard
+def steps(expr: str, variables: tuple, element: str | None, png: str | None, fmt: str, as_json: bool,
+          **kw: Any) -> None:
+    """The error of central, forward, Richardson and complex-step differences against the step h
+    (1e-16 to 1e-1) for one element: the V of truncation against rounding, with gradcheck's step marked.
+
+    \b
+    Example:
+      gradcheck steps "sin(x).sum()" -v x=1,2 --element "x[1]"
+    """
+    from .steps import step_curves
+    curves = step_curves(expr, _values(variables), _options(kw), element)
+    if png:
+        from .files import write_atomic
+        from .render.steps import steps_png
+        write_atomic(png, steps_png(curves))
+    if as_json or fmt == "json":
+        from .render.json import dumps
+        from .steps import curves_dict
+        click.echo(dumps(curves_dict(curves)))
+        return
+    from .render.steps import steps_view
+    console = _console()
+    console.print(steps_view(curves, terminal=console.is_terminal and not console.no_color, width=console.width))
+
+
 @main.command()
 @click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module", help="Also list these custom ops.")
 @format_option
