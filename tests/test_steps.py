@@ -125,3 +125,23 @@ def test_png_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     result = run("sin(x).sum()", "-v", "x=1,2", "--png", str(path), exit_code=2)
     assert result.stderr.startswith("error: --png needs matplotlib")
     assert "pip install 'gradcheck-cli[plot]'" in result.stderr and not path.exists()
+
+
+def test_plotext_draws_the_same_curves_when_installed():
+    plotext = pytest.importorskip("plotext")
+    if not hasattr(plotext, "clear_figure"):
+        pytest.skip("plotext 6 (another API): the text plot is used")
+    from gradcheck_cli.api import CheckOptions
+    from gradcheck_cli.render.steps import _plotext
+    from gradcheck_cli.steps import step_curves
+    drawn = _plotext(step_curves("sin(x)", {"x": "1"}, CheckOptions(method="central")), 80)
+    assert "central" in drawn and "richardson" in drawn and "forward" in drawn
+
+
+def test_written_files_are_ordinary_files(tmp_path):
+    path = tmp_path / "s.png"
+    pytest.importorskip("matplotlib")
+    run("sin(x)", "-v", "x=1", "--png", str(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -73,10 +73,13 @@ class TextPlot:
 
 
 def _plotext(c: StepCurves, width: int) -> str | None:
-    """The same plot through plotext, when it is installed (used on a terminal)."""
+    """The same plot through plotext 5, when it is installed (used on a terminal); None otherwise
+    (plotext 6 rewrote its API: the text plot is drawn instead)."""
     try:
         import plotext as plt
     except ImportError:
+        return None
+    if not hasattr(plt, "clear_figure"):
         return None
     plt.clear_figure()
     plt.plotsize(min(width, 100), 22)
@@ -89,6 +92,12 @@ def _plotext(c: StepCurves, width: int) -> str | None:
             plt.plot(list(c.steps[keep]), list(np.maximum(e[keep], FLOOR)), label=m, marker="dot")
     if c.steps[0] <= c.chosen_h <= c.steps[-1]:
         plt.vline(c.chosen_h)
+    decades = [10.0**k for k in range(-16, 0, 3)]
+    plt.xticks(decades, [f"1e{k}" for k in range(-16, 0, 3)])
+    errors = np.concatenate([np.asarray(e)[np.isfinite(e)] for e in c.curves.values()])
+    top = int(np.ceil(np.log10(max(errors.max(initial=FLOOR), FLOOR))))
+    plt.yticks([10.0**k for k in range(-18, top + 1, 3)], [f"1e{k}" for k in range(-18, top + 1, 3)])
+    plt.theme("clear")
     plt.title(f"|estimate - reference| against h, d/d{c.element}")
     return plt.build()
 
