@@ -125,18 +125,32 @@ def expression_options(fn: Callable) -> Callable:
     return fn
 
 
-def check_options(fn: Callable) -> Callable:
-    """The gradient options of `check`."""
-    fn = click.option("--rtol", type=float, help="Relative tolerance (default: by dtype).")(fn)
-    fn = click.option("--atol", type=float, help="Absolute tolerance (default: by dtype).")(fn)
+def grad_output_option(fn: Callable) -> Callable:
+    return click.option("--grad-output", metavar="SPEC",
+                        help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
+
+
+def wrt_option(fn: Callable) -> Callable:
+    return click.option("--wrt", metavar="a,b", help="Only these variables get gradients; the rest are constants.")(fn)
+
+
+def method_options(fn: Callable) -> Callable:
+    """--method and --eps: how the numeric side differentiates."""
     fn = click.option("--eps", type=float, help="Absolute finite-difference step (default: per element).")(fn)
     fn = click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex", "taylor"]),
                       default="auto", show_default=True, help="Numeric method; auto picks complex step "
                       "where every op allows it, else Richardson; taylor fits the order of the Taylor "
                       "remainder (2: right, 1: wrong) instead of comparing values.")(fn)
-    fn = click.option("--grad-output", metavar="SPEC",
-                      help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
-    fn = click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")(fn)
+    return fn
+
+
+def check_options(fn: Callable) -> Callable:
+    """The gradient options of `check`."""
+    fn = click.option("--rtol", type=float, help="Relative tolerance (default: by dtype).")(fn)
+    fn = click.option("--atol", type=float, help="Absolute tolerance (default: by dtype).")(fn)
+    fn = method_options(fn)
+    fn = grad_output_option(fn)
+    fn = wrt_option(fn)
     fn = click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
                       help="2 also checks second derivatives (double backward) as an element-wise Hessian.")(fn)
     fn = click.option("--allow-unreliable", is_flag=True,
@@ -331,8 +345,8 @@ def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool,
 @main.command(cls=ExpressionCommand)
 @click.argument("expr")
 @expression_options
-@click.option("--grad-output", metavar="SPEC", help="Upstream gradient for --explain (default: ones).")
-@click.option("--wrt", metavar="a,b", help="Only these variables get gradients; the rest are drawn as constants.")
+@grad_output_option
+@wrt_option
 @click.option("--dot", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write the graph as Graphviz DOT to this file ('-': DOT alone on stdout).")
 @click.option("--svg", type=click.Path(dir_okay=False), help="Draw it as SVG (needs Graphviz's dot).")
@@ -373,11 +387,9 @@ def graph(expr: str, variables: tuple, dot: str | None, svg: str | None, png: st
 @expression_options
 @click.option("--element", metavar="NAME[INDEX]",
               help="The element to follow, e.g. x[1] or w[0, 2] (default: the one that disagrees most).")
-@click.option("--grad-output", metavar="SPEC", help="Upstream gradient for a non-scalar output (a VJP).")
-@click.option("--wrt", metavar="a,b", help="Only these variables get gradients.")
-@click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex"]), default="auto",
-              show_default=True, help="The method whose chosen step is marked.")
-@click.option("--eps", type=float, help="Mark this step instead of the one gradcheck would choose.")
+@grad_output_option
+@wrt_option
+@method_options
 @click.option("--png", type=click.Path(dir_okay=False), help="Also draw the plot as PNG (needs matplotlib).")
 @format_option
 @_guard
