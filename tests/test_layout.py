@@ -167,3 +167,24 @@ def test_batch_and_ops_tables_fit_80_columns(tmp_path):
     ops = invoke("ops", exit_code=0).stdout
     assert max(map(len, ops.splitlines())) <= 80
     assert "…" not in ops
+    # the group column gives way to a note after each description; wide, it is a column again
+    assert re.search(r"^a \+ b  add\(a, b\)\s+│ a \+ b \[elementwise\]", ops, re.M)
+    wide = invoke("ops", columns=200, exit_code=0).stdout
+    assert re.search(r"^a \+ b  add\(a, b\)\s+│ elementwise\s+│ a \+ b\s*$", wide, re.M)
+
+
+def test_the_repository_hook_as_a_real_process():
+    """The hook's own command, in a fresh process with COLUMNS=80 and stdout a pipe, as a shell runs it."""
+    import subprocess
+    import sys
+    env = {**os.environ, "COLUMNS": "80"}
+    env.pop("NO_COLOR", None)
+    done = subprocess.run([sys.executable, "-m", "gradcheck_cli", "check", "(sin(x)*3).sum()", "-v", "x=randn(3,4)"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b[" not in done.stdout  # piped: plain text
+    rows = [line for line in done.stdout.splitlines() if re.match(r"^\[[0-9]", line)]
+    assert len(rows) == 12
+    for row in rows:
+        assert re.match(r"^\[\d, \d\]", row) and re.search(r"\b(PASS|FAIL)\b", row), row
+    assert all(len(line) <= 80 for line in done.stdout.splitlines() if not line.startswith("replay: "))

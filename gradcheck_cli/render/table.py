@@ -299,15 +299,23 @@ def ladder_view(results, verdicts, max_rows: int = DEFAULT_ROWS) -> RenderableTy
     return Group(*parts, Text(""), summary)
 
 
-def ops_table(table: Iterable[OpSpec]) -> Table:
-    """`gradcheck ops`: one row a function, read from the op table."""
-    out = Table(title="supported functions (also as methods: x.sum(dim=0))", title_justify="left",
-                show_edge=False, pad_edge=False)
-    out.add_column("function", no_wrap=True)
-    out.add_column("group", no_wrap=True)
-    out.add_column("what it is")
-    for spec in table:
-        call = spec.signature() if not spec.syntax else f"{spec.syntax}  {spec.signature()}"
-        group = spec.group.value + ("" if spec.complex_ok else " (no complex step)")
-        out.add_row(Text(call), Text(group), Text(spec.doc))  # Text: "[min, max]" is not markup
-    return out
+def ops_table(table: Iterable[OpSpec]) -> FittedTable:
+    """`gradcheck ops`: one row a function, read from the op table. Where "what it is" would be narrower
+    than FIX_WIDTH, the group column is left out and each group is named after the description."""
+    rows = list(table)
+
+    def build(with_group: bool, probe: bool) -> tuple[Table, tuple[str, ...], list[str]]:
+        out = Table(title="supported functions (also as methods: x.sum(dim=0))", title_justify="left",
+                    show_edge=False, pad_edge=False)
+        out.add_column("function", no_wrap=True)
+        if with_group:
+            out.add_column("group", no_wrap=True)
+        out.add_column("what it is")
+        for spec in rows:
+            call = spec.signature() if not spec.syntax else f"{spec.syntax}  {spec.signature()}"
+            group = spec.group.value + ("" if spec.complex_ok else " (no complex step)")
+            doc = "x" * FIX_WIDTH if probe else (spec.doc if with_group else f"{spec.doc} [{group}]")
+            out.add_row(Text(call), *([Text(group)] if with_group else []), Text(doc))  # Text: "[min, max]" is not markup
+        return out, (), []
+
+    return FittedTable(build, (True, False))
