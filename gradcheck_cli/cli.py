@@ -352,9 +352,10 @@ def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool,
 @click.option("--svg", type=click.Path(dir_okay=False), help="Draw it as SVG (needs Graphviz's dot).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Draw it as PNG (needs Graphviz's dot).")
 @explain_option
+@format_option
 @_guard
 def graph(expr: str, variables: tuple, dot: str | None, svg: str | None, png: str | None, explain: bool,
-          **kw: Any) -> None:
+          fmt: str, as_json: bool, **kw: Any) -> None:
     """Show the grad_fn graph autograd records for EXPR: each node once (a node two ops use has two
     edges), named by the intermediate it outputs, with shape and dtype; inputs that get no gradient
     (detach, constants) are marked. Edges point the way gradients flow, from the output to the leaves.
@@ -378,6 +379,10 @@ def graph(expr: str, variables: tuple, dot: str | None, svg: str | None, png: st
         return
     if dot:  # before printing: an unwritable path is bad input, reported alone
         write_atomic(dot, text)
+    if as_json or fmt == "json":
+        from .render.json import dag_dict, dumps
+        click.echo(dumps({"expression": expr, "graph": dag_dict(dag)}))
+        return
     from .render.graph import dag_tree
     _console().print(dag_tree(dag, f"grad_fn graph of {expr}"))
 

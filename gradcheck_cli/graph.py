@@ -83,7 +83,7 @@ def read_graph(grad_fn: Any, names: Mapping[int, str], produced: Mapping[int, st
 
 
 def label(node: GraphNode) -> str:
-    """A node's one-line label: AccumulateGrad (a), MulBackward0  y, ... (same node as above)."""
+    """A node's one-line label: AccumulateGrad (a), MulBackward0  y, ...  (again: ...) where seen before."""
     text = node.name
     if node.variable:
         text += f" ({node.variable})"
@@ -92,7 +92,7 @@ def label(node: GraphNode) -> str:
     if node.shape is not None:
         text += f"  {list(node.shape)} {node.dtype}"
     if node.shared:
-        text += "  (the same node as above: its gradients add up)"
+        text += "  (again: its gradients add up)"
     if node.truncated:
         text += " …"
     return text

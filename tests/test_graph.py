@@ -279,3 +279,14 @@ def test_every_node_the_op_table_produces_has_its_rule():
     missing = sorted(name for name in classes if rule(name) == GENERIC)
     assert not missing, missing
     assert rule("MyCustomBackward") == GENERIC
+
+
+def test_graph_json_is_the_dag(gradcheck):
+    data = gradcheck.json("graph", "y = x*2; y*y", "-v", "x=1")
+    nodes, edges = data["graph"]["nodes"], data["graph"]["edges"]
+    ids, edge_count, names = torch_graph(_square_twice())
+    assert len(nodes) == len(ids) and len(edges) == edge_count
+    assert sorted(n["name"] for n in nodes) == sorted(names)
+    y = next(k for k, n in enumerate(nodes) if n.get("produces") == "y")
+    assert edges.count([0, y]) == 2
+    assert all("rule" not in n for n in nodes)  # rules and g only with --explain
