@@ -290,3 +290,13 @@ def test_graph_json_is_the_dag(gradcheck):
     y = next(k for k, n in enumerate(nodes) if n.get("produces") == "y")
     assert edges.count([0, y]) == 2
     assert all("rule" not in n for n in nodes)  # rules and g only with --explain
+
+
+def test_explain_reproduces_the_notebooks_four_and_a_half(gradcheck):
+    """seed 002's 4.5: y = x + 2; z = y*y*3; out = z.mean() at x = ones(2,2) gives d out/dx = 4.5."""
+    data = gradcheck.json("graph", "y = x + 2; z = y*y*3; z.mean()", "-v", "x=ones(2,2)", "--explain")
+    by = {node.get("produces") or node.get("variable"): node for node in data["graph"]["nodes"]}
+    assert by["z"]["grad"] == [[0.25, 0.25], [0.25, 0.25]]
+    assert by["y"]["grad"] == [[4.5, 4.5], [4.5, 4.5]]
+    assert by["x"]["grad"] == [[4.5, 4.5], [4.5, 4.5]]
+    assert by["y"]["rule"] == RULES["AddBackward0"]
