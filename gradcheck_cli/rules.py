@@ -94,6 +94,12 @@ RULES: dict[str, str] = {
     "StackBackward0": "stack: g split back along the new dim",
     "UnbindBackward0": "unbind: the pieces' gradients stacked",
     "AsStridedBackward0": "a strided view: g scattered back to the base",
+    "ZeroBackward0": "zero_(): the value no longer depends on x: passes on 0",
+    "FillBackward0": "fill_(c): passes on 0",
+    "FillBackward2": "fill_(c): passes on 0",
+    "MaskedFillBackward0": "masked_fill: g where the mask is off, 0 where it is filled",
+    "IndexPutBackward0": "y[i] = v: g at i goes to v, the rest to the old y",
+    "SplitBackward0": "split: the pieces' gradients joined back",
     "CopySlices": "in-place write into a slice: g of the written part goes to the new value, the rest to the old",
     # losses
     "MseLossBackward0": "d/dx mean((x - y)**2) = 2*(x - y)/N",
