@@ -18,8 +18,9 @@ import numpy as np
 from .analytic import Mode
 from .api import CheckOptions, prepare, run_check
 from .errors import InputError
-from .numeric import (_COMPLEX_STEP, _EPS, _RATIO, _RICHARDSON_LEVELS, METHODS, NumericEngine, _exact_steps,
-                      _make_probe, choose_method, complex_step)
+from .methods import (_COMPLEX_STEP, _EPS, _RATIO, _RICHARDSON_LEVELS, METHODS, _exact_steps, choose_method,
+                      complex_step)
+from .numeric import NumericEngine, _make_probe
 from .values import resolve
 
 H_MIN, H_MAX, PER_DECADE = 1e-16, 1e-1, 4
