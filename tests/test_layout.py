@@ -188,3 +188,15 @@ def test_the_repository_hook_as_a_real_process():
     for row in rows:
         assert re.match(r"^\[\d, \d\]", row) and re.search(r"\b(PASS|FAIL)\b", row), row
     assert all(len(line) <= 80 for line in done.stdout.splitlines() if not line.startswith("replay: "))
+
+
+def test_next_step_for_an_unsure_numeric_side_suggests_what_is_not_in_use():
+    r = check("sin(x)", x=1e8, method="central", symbolic=True)
+    assert r.ok is False and not r.inputs["x"].wrong.any()
+    sentence = next_step(r)
+    assert sentence == ("Next: the numeric side is unsure where they disagree; try --method richardson, "
+                        "or --allow-unreliable if this is as good as it gets.")
+    r = check("exp(x)", x=2.0, eps=1e-3)
+    assert r.ok is False and not r.inputs["x"].wrong.any()
+    assert next_step(r).startswith("Next: the numeric side is unsure where they disagree; try a check without "
+                                   "--eps (a step chosen per element), --symbolic for the exact value, ")

@@ -211,8 +211,14 @@ def next_step(result: CheckResult) -> str:
                 "above), then run the replay line again.")
     groups = [*result.results(), *result.hessians.values()]
     if not any(r.wrong.any() for r in groups):
-        return ("Next: the numeric side is unsure where they disagree; try --symbolic for the exact value, "
-                "--method richardson, or --allow-unreliable.")
+        tries = ["a check without --eps (a step chosen per element)"] if result.eps else []
+        if not any(r.symbolic is not None for r in groups):
+            tries.append("--symbolic for the exact value")
+        if result.method != "richardson":
+            tries.append("--method richardson")
+        tries.append("--allow-unreliable if this is as good as it gets")
+        return ("Next: the numeric side is unsure where they disagree; try " + ", ".join(tries[:-1])
+                + (", or " if len(tries) > 1 else "") + tries[-1] + ".")
     worst = next(r for r in groups if r.wrong.any())
     return (f"Next: look at the FAIL rows of {worst.name} above (the worst come first; --rows 0 shows all), "
             "then run the replay line with --json for every number.")
