@@ -449,3 +449,59 @@ def parse(source: str, table: dict[str, OpSpec] | None = None, limits: Limits = 
     except RecursionError:  # only reachable when --max-depth was raised past what Python can walk
         raise InputError(f"the expression nests too deeply to parse (--max-depth is {limits.max_depth}; "
                          "lower it)") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteralCall:
+    """`Name(key=literal, ...)` as an option gives it (`--optim "SGD(lr=0.01)"`); never evaluated."""
+
+    source: str
+    name: str                      # the callee, dotted as written: "SGD", "torch.optim.SGD"
+    name_span: Span
+    keywords: dict[str, Any]       # keyword → literal (numbers, True/False/None, tuples of those)
+    spans: dict[str, Span]         # keyword → the span of `key=value`, for carets
+
+    def error(self, message: str, keyword: str | None = None) -> InputError:
+        """Bad input placed under a keyword (or under the callee's name)."""
+        span = self.spans[keyword] if keyword is not None else self.name_span
+        return InputError(message, self.source, span.line, span.col, span.end_col)
+
+
+def parse_literal_call(source: str, what: str, limits: Limits = DEFAULT_LIMITS) -> LiteralCall:
+    """Parse one call with keyword literals, such as `SGD(lr=0.01, betas=(0.9, 0.999))`.
+
+    Args:
+        source: the text, e.g. an option's value.
+        what: how messages name it, e.g. "--optim".
+
+    Raises:
+        InputError: anything but a named call with literal keyword arguments, with its position.
+    """
+    if not isinstance(source, str):
+        raise InputError(f"{what} must be text, not {type(source).__name__}")
+    parser = _Parser(source.strip(), OPS, limits)
+    tree = parser._ast()
+    parser._check_depth(tree)
+    example = f"{what} \"SGD(lr=0.01, momentum=0.9)\""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr) or not isinstance(tree.body[0].value, ast.Call):
+        raise InputError(f"{what} must be one call with keyword arguments, e.g. {example}", parser.source, 1, 0,
+                         max(len(parser.source), 1))
+    call = tree.body[0].value
+    parts, func = [], call.func
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        raise parser.error(f"{what} must call a name, e.g. {example}", call.func)
+    name = ".".join([func.id, *reversed(parts)])
+    if call.args:
+        raise parser.error(f"{what} takes keyword arguments only, e.g. {example}", call.args[0])
+    keywords, spans = {}, {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            raise parser.error("**kwargs is not allowed", kw.value)
+        if kw.arg in keywords:
+            raise parser.error(f"'{kw.arg}' is given twice", kw)
+        keywords[kw.arg] = parser.literal(kw.value)
+        spans[kw.arg] = parser.span(kw)
+    return LiteralCall(parser.source, name, parser.span(call.func), keywords, spans)

@@ -214,6 +214,8 @@ def _batched(fn: Callable, whole_batch: bool, user_numpy: bool) -> Callable:
 def plugin_rows(module: ModuleType, ref: str, taken: Iterable[str] = ()) -> list[OpSpec]:
     """Validate a plugin module's OPS / NUMPY_OPS and build table rows; `taken` names may not be reused."""
     ops = getattr(module, "OPS", None)
+    if ops is None and hasattr(module, "OPTIMIZERS"):  # an optimizer plugin (gradcheck step) needs no ops
+        return []
     if not isinstance(ops, dict) or not ops:
         raise InputError(f"plugin {ref} defines no OPS dict; add OPS = {{'name': callable}}")
     clash = sorted(set(ops) & set(taken))

@@ -1,0 +1,265 @@
+"""`gradcheck step`: K optimizer steps in torch beside a numpy reference trajectory, step by step.
+
+torch runs the training loop as people write it (zero_grad, recompute the loss, backward, step; or, with
+recompute off, step() again on the same .grad). The reference starts from the same point and runs its own
+trajectory: at each step the numeric gradient (the finite-difference engine) at the reference's own
+parameters goes into the numpy implementation of the optimizer's documented rule (optim.py). Each step
+compares the gradients (analytic at torch's point against numeric at the reference's, which coincide while
+the trajectories do) and the new parameter values, with the same rule as `check`:
+|torch − reference| ≤ atol + rtol·|reference|.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import Any, Mapping
+
+import numpy as np
+
+from .analytic import non_finite_error
+from .api import CheckOptions, Prepared, prepare, replay_command
+from .compare import GradientResult, compare, default_tolerances, versions
+from .errors import ExitStatus, InputError
+from .evaluate import TorchBackend, Walker
+from .numeric import TAYLOR, NumericEngine, choose_method
+from .optim import Optimizer, resolve_optimizer
+
+MAX_STEPS = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What `gradcheck step` takes beyond the shared check options."""
+
+    optim: str
+    steps: int = 1
+    recompute: bool = True      # False: step() again on the first .grad (no zero_grad, no new backward)
+    check: CheckOptions = CheckOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamStep:
+    """One parameter in one step: its gradient, and its new value from torch and from the reference."""
+
+    name: str
+    before: np.ndarray          # torch's value going into the step
+    gradient: GradientResult    # analytic (torch's .grad) against numeric (the reference's gradient)
+    torch: np.ndarray           # after the step
+    reference: np.ndarray
+    abs_error: np.ndarray
+    tolerance: np.ndarray
+    passed: np.ndarray
+    reused: bool = False        # the gradient of step 1, stepped on again (--no-recompute)
+
+    @property
+    def ok(self) -> bool:
+        return self.gradient.ok and bool(self.passed.all())
+
+    @property
+    def max_abs_error(self) -> float:
+        return float(np.max(self.abs_error, initial=0.0)) if np.all(np.isfinite(self.abs_error)) else float("inf")
+
+    def first_failure(self) -> tuple[int, str] | None:
+        """(flat index, reason) of the first element that does not agree, or None."""
+        grad_bad = ~self.gradient.passed.reshape(-1) if not self.gradient.ok else np.zeros(self.passed.size, bool)
+        bad = np.flatnonzero(grad_bad | ~self.passed.reshape(-1))
+        if bad.size == 0:
+            return None
+        k = int(bad[0])
+        if grad_bad[k]:
+            g = self.gradient
+            why = g.reasons.reshape(-1)[k] or "outside tolerance"
+            return k, (f"gradient: analytic {g.analytic.reshape(-1)[k]:.10g} vs numeric {g.numeric.reshape(-1)[k]:.10g}"
+                       f" ({why})")
+        t, r = self.torch.reshape(-1)[k], self.reference.reshape(-1)[k]
+        return k, (f"new value: torch {t:.10g} vs reference {r:.10g} (|diff| {abs(t - r):.2e} > "
+                   f"tolerance {self.tolerance.reshape(-1)[k]:.1e})")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+    step: int                   # from 1
+    loss: float                 # the loss before this step (at torch's parameters)
+    params: dict[str, ParamStep]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.params.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """A whole `gradcheck step` run: one record a step, and the tolerances and settings used."""
+
+    expression: str
+    optimizer: Optimizer
+    steps: tuple[StepRecord, ...]
+    recompute: bool
+    dtype: str
+    method: str
+    atol: float
+    rtol: float
+    constants: dict[str, np.ndarray]
+    replay: str
+    versions: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus.OK if self.ok else ExitStatus.MISMATCH
+
+    def first_failure(self) -> str | None:
+        """'step 2, w[1]: new value: torch … vs reference …', or None when every step agrees."""
+        for record in self.steps:
+            for param in record.params.values():
+                found = param.first_failure()
+                if found is not None:
+                    index, reason = found
+                    where = list(np.unravel_index(index, param.passed.shape)) if param.passed.shape else []
+                    return f"step {record.step}, {param.name}{[int(i) for i in where]}: {reason}"
+        return None
+
+
+def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -> StepResult:
+    """Run `options.steps` optimizer steps in torch and in the numpy reference, and compare each.
+
+    Args:
+        expression: the loss, a scalar expression.
+        values: variable name → SPEC string, number, list or array (the starting point).
+        options: the optimizer text, the number of steps, recompute, and the check options
+            (wrt picks what is stepped; seed, dtype, method, eps, atol, rtol, plugins).
+
+    Returns:
+        A StepResult; `.ok` is the verdict and `.first_failure()` names where the trajectories part.
+
+    Raises:
+        InputError: bad input (the expression, the values, the optimizer or its keywords).
+    """
+    check = options.check
+    if check.grad_output is not None:
+        raise InputError("gradcheck step needs a scalar loss; --grad-output does not apply (reduce the output "
+                         "with .sum() or .mean())")
+    if not 1 <= options.steps <= MAX_STEPS:
+        raise InputError(f"--steps must be between 1 and {MAX_STEPS}, not {options.steps}")
+    if check.method == TAYLOR:
+        raise InputError("--method taylor tests one gradient, not a trajectory; use auto, central, richardson "
+                         "or complex")
+    prep = prepare(expression, values, check)
+    optimizer = resolve_optimizer(options.optim, check.plugins)
+    method = choose_method(check.method, prep.program, prep.table)
+    default_atol, default_rtol = default_tolerances(check.dtype, method)
+    atol = default_atol if check.atol is None else check.atol
+    rtol = default_rtol if check.rtol is None else check.rtol
+    torch_side = _TorchLoop(prep, check, optimizer)
+    reference = {name: prep.inputs[name].copy() for name in prep.wrt}
+    constants = {name: v for name, v in prep.inputs.items() if name not in prep.wrt}
+    state: dict = {}
+    records = []
+    gradients = analytic = None
+    for step in range(1, options.steps + 1):
+        before = torch_side.values()
+        fresh = options.recompute or step == 1
+        if fresh:
+            loss, analytic = torch_side.backward()
+            gradients = _numeric_gradients(prep, {**constants, **reference}, method, check.eps, step == 1)
+        else:
+            loss = torch_side.loss()
+        torch_side.step()
+        after = torch_side.values()
+        new_reference = optimizer.reference(reference, {n: g.value for n, g in gradients.items()}, state, step)
+        params = {}
+        for name in prep.wrt:
+            g = gradients[name]
+            judged = compare(name, reference[name], analytic[name], g.value, g.error, atol, rtol,
+                             check.allow_unreliable)
+            params[name] = _param_step(name, before[name], judged, after[name], new_reference[name], atol, rtol,
+                                       reused=not fresh)
+        records.append(StepRecord(step, loss, params))
+        reference = new_reference
+    return StepResult(prep.program.source, optimizer, tuple(records), options.recompute, check.dtype, method,
+                      atol, rtol, constants, _replay(prep, options, method), versions())
+
+
+def _param_step(name: str, before: np.ndarray, gradient: GradientResult, new: np.ndarray, expected: np.ndarray,
+                atol: float, rtol: float, reused: bool) -> ParamStep:
+    with np.errstate(all="ignore"):
+        abs_error = np.abs(new - expected)
+        tolerance = atol + rtol * np.abs(expected)
+        passed = np.isfinite(abs_error) & (abs_error <= tolerance)
+    return ParamStep(name, before, gradient, new, expected, abs_error, tolerance, passed, reused)
+
+
+class _TorchLoop:
+    """The torch side: leaves that persist across steps, the optimizer over those in --wrt."""
+
+    def __init__(self, prep: Prepared, check: CheckOptions, optimizer: Optimizer):
+        import torch
+        self.prep = prep
+        dtype = getattr(torch, check.dtype)
+        self.leaves = {name: torch.tensor(value, dtype=dtype, device=check.device, requires_grad=name in prep.wrt)
+                       for name, value in prep.inputs.items()}
+        self.walker = Walker(prep.program, prep.table, TorchBackend(dtype, check.device))
+        self.optimizer = optimizer.build([self.leaves[name] for name in prep.wrt])
+
+    def loss(self) -> float:
+        import torch
+        with torch.no_grad():
+            return float(self._forward())
+
+    def _forward(self) -> Any:
+        import torch
+        out = self.walker.run(dict(self.leaves))
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            shape = list(out.shape) if isinstance(out, torch.Tensor) else []
+            raise InputError(f"the loss must be a scalar, but the expression's output has shape {shape}; "
+                             "reduce it, e.g. with .sum() or .mean()", self.prep.program.source)
+        return out
+
+    def backward(self) -> tuple[float, dict[str, np.ndarray]]:
+        """zero_grad, forward, backward: (the loss, each stepped parameter's .grad)."""
+        self.optimizer.zero_grad()
+        out = self._forward()
+        if not out.requires_grad:
+            raise InputError(f"the loss does not depend on any parameter being stepped ({', '.join(self.prep.wrt)})")
+        out.backward()
+        grads = {}
+        for name in self.prep.wrt:
+            grad = self.leaves[name].grad
+            if grad is None:
+                raise InputError(f"'{name}' gets no gradient from the loss, so torch's optimizer would skip it; "
+                                 "leave it out of --wrt")
+            grads[name] = _numpy(grad)
+        return float(out.detach()), grads
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+    def values(self) -> dict[str, np.ndarray]:
+        return {name: _numpy(self.leaves[name]) for name in self.prep.wrt}
+
+
+def _numpy(t: Any) -> np.ndarray:
+    import torch
+    return t.detach().to("cpu", dtype=torch.float64).numpy().copy()
+
+
+def _numeric_gradients(prep: Prepared, point: dict[str, np.ndarray], method: str, eps: float | None,
+                       first: bool) -> dict[str, Any]:
+    """The numeric gradient of the loss at `point`, for every stepped parameter."""
+    engine = NumericEngine(prep.program, prep.table, point, method, eps)
+    if first:
+        for index, value in engine.values.items():
+            if not np.all(np.isfinite(value)):
+                raise non_finite_error(prep.program, index, value, "float64")
+    weights = np.ones(engine.output.shape)
+    return {name: engine.derivative(name, 0, weights) for name in prep.wrt}
+
+
+def _replay(prep: Prepared, options: StepOptions, method: str) -> str:
+    """The command that reproduces this run."""
+    line = replay_command(prep, options.check, method).replace("gradcheck check ", "gradcheck step ", 1)
+    line += f" --optim {shlex.quote(options.optim)} --steps {options.steps}"
+    return line + ("" if options.recompute else " --no-recompute")
