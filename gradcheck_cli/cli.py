@@ -244,8 +244,12 @@ def _guard(fn: Callable) -> Callable:
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Elements shown per variable in the table (the worst first); 0 shows all.")
 @explain_option
+@click.option("--accumulate", type=click.IntRange(min=1), metavar="N",
+              help="Also call backward() N times without zeroing (.grad must be k × the gradient after pass k), "
+                   "then N times with .grad.zero_() before each (1 × every time).")
 @_guard
-def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, explain: bool, **kw: Any) -> None:
+def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, explain: bool, accumulate: int | None,
+          **kw: Any) -> None:
     """Check the gradient of EXPR: analytic (autograd) against numeric (finite differences).
 
     Exit status: 0 all gradients agree, 1 some disagree, 2 bad input.
@@ -258,6 +262,8 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, expla
     dtypes = kw["dtype"]
     if len(dtypes) > 1:
         return _ladder(expr, variables, dtypes, as_json or fmt == "json", rows, kw)
+    if accumulate:
+        return _accumulate(expr, variables, accumulate, as_json or fmt == "json", rows, kw)
     from .api import build_graph, run_check
     options = _options(kw)
     result = run_check(expr, _values(variables), options)
@@ -340,6 +346,66 @@ def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool,
         from .render.table import ladder_view
         _console().print(ladder_view(ladder.results, ladder.verdicts, rows), crop=False)
     sys.exit(ladder.exit_status)
+
+
+def _accumulate(expr: str, variables: tuple, passes: int, as_json: bool, rows: int, kw: dict) -> None:
+    """`check --accumulate N`: the check, then .grad over N backward() calls, unzeroed and zeroed."""
+    from .accumulate import run_accumulate
+    result = run_accumulate(expr, _values(variables), _options(kw), passes)
+    if as_json:
+        from .render.json import dumps
+        from .render.step import accumulate_dict
+        click.echo(dumps(accumulate_dict(result)))
+    else:
+        from .render.step import accumulate_view
+        _console().print(accumulate_view(result, rows), crop=False)
+    sys.exit(result.exit_status)
+
+
+@main.command(cls=ExpressionCommand)
+@click.argument("expr")
+@expression_options
+@click.option("--optim", required=True, metavar="'NAME(key=value, ...)'",
+              help="The optimizer, as torch.optim.NAME(params, key=value, ...) is called: SGD, Adam, AdamW, RMSprop, "
+                   "Adagrad, Adamax, NAdam, RAdam, Adadelta, or a plugin's OPTIMIZERS.")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps to run.")
+@click.option("--recompute/--no-recompute", default=True, show_default=True,
+              help="zero_grad, recompute the loss and backward before every step (a training loop); "
+                   "--no-recompute calls step() again on the first .grad.")
+@click.option("--wrt", metavar="a,b", help="Only these variables are parameters (stepped); the rest are constants.")
+@click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex"]), default="auto",
+              show_default=True, help="Numeric method of the reference's gradient.")
+@click.option("--eps", type=float, help="Absolute finite-difference step (default: per element).")
+@click.option("--atol", type=float, help="Absolute tolerance (default: by dtype and method).")
+@click.option("--rtol", type=float, help="Relative tolerance (default: by dtype and method).")
+@format_option
+@click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Elements shown per parameter and step (failing first); 0 shows all.")
+@_guard
+def step(expr: str, variables: tuple, optim: str, steps: int, recompute: bool, fmt: str, as_json: bool,
+         rows: int, **kw: Any) -> None:
+    """Run optimizer steps on the loss EXPR in torch beside a numpy implementation of the optimizer's
+    documented update rule fed with the numeric gradient, and compare them step by step.
+
+    Exit status: 0 every step agrees, 1 the trajectories part (the first step and element is named),
+    2 bad input.
+
+    \b
+    Example:
+      gradcheck step "w[0]**2 + 2*w[1]**2" -v w=0.5,0.5 --optim "SGD(lr=0.01)"
+      gradcheck step "w[0]**2 + 2*w[1]**2" -v w=0.5,0.5 --optim "SGD(lr=0.01, momentum=0.1)" --steps 2 --no-recompute
+      gradcheck step "(w**2).sum()" -v w=1,-2 --optim "Adam(lr=0.1, amsgrad=True)" --steps 5 --json
+    """
+    from .stepping import StepOptions, run_step
+    result = run_step(expr, _values(variables), StepOptions(optim, steps, recompute, _options(kw)))
+    if as_json or fmt == "json":
+        from .render.json import dumps
+        from .render.step import step_dict
+        click.echo(dumps(step_dict(result)))
+    else:
+        from .render.step import step_view
+        _console().print(step_view(result, rows), crop=False)  # the replay line stays whole
+    sys.exit(result.exit_status)
 
 
 @main.command(cls=ExpressionCommand)

@@ -4,8 +4,8 @@ torch runs the training loop as people write it (zero_grad, recompute the loss, 
 recompute off, step() again on the same .grad). The reference starts from the same point and runs its own
 trajectory: at each step the numeric gradient (the finite-difference engine) at the reference's own
 parameters goes into the numpy implementation of the optimizer's documented rule (optim.py). Each step
-compares the gradients (analytic at torch's point against numeric at the reference's, which coincide while
-the trajectories do) and the new parameter values, with the same rule as `check`:
+compares the gradients (analytic against numeric, both at torch's point, so a wrong backward is told apart
+from a wrong step) and the new parameter values, with the same rule as `check`:
 |torch − reference| ≤ atol + rtol·|reference|.
 """
 from __future__ import annotations
@@ -43,7 +43,8 @@ class ParamStep:
 
     name: str
     before: np.ndarray          # torch's value going into the step
-    gradient: GradientResult    # analytic (torch's .grad) against numeric (the reference's gradient)
+    gradient: GradientResult    # analytic (torch's .grad) against the numeric gradient, both at torch's point
+    fed: np.ndarray             # the numeric gradient the reference stepped on (at the reference's point)
     torch: np.ndarray           # after the step
     reference: np.ndarray
     abs_error: np.ndarray
@@ -158,13 +159,17 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
     constants = {name: v for name, v in prep.inputs.items() if name not in prep.wrt}
     state: dict = {}
     records = []
-    gradients = analytic = None
+    gradients = at_torch = analytic = None
     for step in range(1, options.steps + 1):
         before = torch_side.values()
         fresh = options.recompute or step == 1
         if fresh:
             loss, analytic = torch_side.backward()
             gradients = _numeric_gradients(prep, {**constants, **reference}, method, check.eps, step == 1)
+            # autograd is judged at torch's own point; the reference's gradient serves where the points are one
+            same = all(np.array_equal(before[n], reference[n]) for n in prep.wrt)
+            at_torch = gradients if same else _numeric_gradients(prep, {**constants, **before}, method, check.eps,
+                                                                 False)
         else:
             loss = torch_side.loss()
         torch_side.step()
@@ -172,24 +177,24 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
         new_reference = optimizer.reference(reference, {n: g.value for n, g in gradients.items()}, state, step)
         params = {}
         for name in prep.wrt:
-            g = gradients[name]
-            judged = compare(name, reference[name], analytic[name], g.value, g.error, atol, rtol,
+            g = at_torch[name]
+            judged = compare(name, before[name], analytic[name], g.value, g.error, atol, rtol,
                              check.allow_unreliable)
-            params[name] = _param_step(name, before[name], judged, after[name], new_reference[name], atol, rtol,
-                                       reused=not fresh)
+            params[name] = _param_step(name, before[name], judged, gradients[name].value, after[name],
+                                       new_reference[name], atol, rtol, reused=not fresh)
         records.append(StepRecord(step, loss, params))
         reference = new_reference
     return StepResult(prep.program.source, optimizer, tuple(records), options.recompute, check.dtype, method,
                       atol, rtol, constants, _replay(prep, options, method), versions())
 
 
-def _param_step(name: str, before: np.ndarray, gradient: GradientResult, new: np.ndarray, expected: np.ndarray,
-                atol: float, rtol: float, reused: bool) -> ParamStep:
+def _param_step(name: str, before: np.ndarray, gradient: GradientResult, fed: np.ndarray, new: np.ndarray,
+                expected: np.ndarray, atol: float, rtol: float, reused: bool) -> ParamStep:
     with np.errstate(all="ignore"):
         abs_error = np.abs(new - expected)
         tolerance = atol + rtol * np.abs(expected)
         passed = np.isfinite(abs_error) & (abs_error <= tolerance)
-    return ParamStep(name, before, gradient, new, expected, abs_error, tolerance, passed, reused)
+    return ParamStep(name, before, gradient, fed, new, expected, abs_error, tolerance, passed, reused)
 
 
 class _TorchLoop:
