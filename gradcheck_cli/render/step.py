@@ -45,7 +45,7 @@ class StepTable:
     """One row a step and parameter element: gradients, torch's new value, the reference's, their gap.
 
     A renderable that reads the console's width: below 100 columns it drops the "before" column
-    (the previous step's torch value) and shows 6 significant digits, so step, element and verdict
+    (the previous step's torch value) and shows 5 significant digits, so step, element and verdict
     always fit.
     """
 
@@ -57,14 +57,14 @@ class StepTable:
         yield self.table(options.max_width >= 100)
 
     def table(self, wide: bool) -> Table:
-        digits = 8 if wide else 6
+        digits = 8 if wide else 5
         table = Table(show_edge=False, pad_edge=False, expand=False)
-        headers = [("step", "right"), ("element", "left")] + ([("before", "right")] if wide else [])
+        headers = [("step", "right"), ("param", "left")] + ([("before", "right")] if wide else [])
         grads = ("analytic grad", "numeric grad") if wide else ("analytic", "numeric")
         headers += [(grads[0], "right"), (grads[1], "right"), ("torch", "right"),
                     ("reference", "right"), ("|diff|", "right"), ("verdict", "left")]
         for header, justify in headers:
-            keep = header in ("step", "element", "verdict", "|diff|")
+            keep = header in ("step", "param", "verdict", "|diff|")
             width = 10 if header == "verdict" else len(header)  # "FAIL value" whole
             table.add_column(header, justify=justify, no_wrap=True, min_width=width if keep else None)
         hidden = 0
