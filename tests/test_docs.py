@@ -40,7 +40,7 @@ def test_help_has_an_example(gradcheck, args, flag):
         assert all(example.split()[1] == args[0] for example in examples)
 
 
-@pytest.mark.parametrize("command", ["check", "graph", "ops", "steps"])
+@pytest.mark.parametrize("command", ["check", "graph", "ops", "steps", "step"])
 def test_help_examples_run(command, tmp_path, monkeypatch):
     runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
     help_text = runner.invoke(main, [command, "--help"]).stdout
