@@ -44,6 +44,22 @@ class AccumulateResult:
     def ok(self) -> bool:
         return self.check.ok and self.accumulate_ok
 
+    def results(self) -> list[GradientResult]:
+        """The check's results, then every pass's."""
+        return [*self.check.results(), *(g for p in self.passes for g in p.grads.values())]
+
+    def problems(self) -> list[str]:
+        """One line a pass that differs."""
+        out = []
+        for p in self.passes:
+            for name, g in p.grads.items():
+                if not g.ok:
+                    k = int(np.flatnonzero(~g.passed.reshape(-1))[0])
+                    out.append(f"accumulate pass {p.number} ({'zeroed' if p.zeroed else 'not zeroed'}), {name}: "
+                               f".grad {g.analytic.reshape(-1)[k]:.10g} vs {p.factor} × numeric = "
+                               f"{g.numeric.reshape(-1)[k]:.10g}")
+        return out
+
     @property
     def exit_status(self) -> ExitStatus:
         return ExitStatus.OK if self.ok else ExitStatus.MISMATCH

@@ -33,7 +33,8 @@ else:  # pragma: no cover
 DEFAULT_TIMEOUT = 60.0
 _OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable",
                 "fast", "directions", "symbolic")
-_CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS))
+_KIND_KEYS = ("optim", "steps", "recompute", "accumulate")  # gradcheck step / check --accumulate (see kinds.py)
+_CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS, *_KIND_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
 
@@ -54,6 +55,7 @@ class Case:
     expect: dict[str, Any] = dataclasses.field(default_factory=dict)
     xfail: str | None = None
     problem: str | None = None
+    kind: dict[str, Any] = dataclasses.field(default_factory=dict)  # optim/steps/recompute/accumulate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +186,8 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
             allow_unreliable=_typed(merged, "allow_unreliable", bool, False),
             fast=_typed(merged, "fast", bool, None), directions=_typed(merged, "directions", int, DEFAULT_DIRECTIONS),
             symbolic=_typed(merged, "symbolic", bool, False))
-        return Case(path, line, name, expr, values, options, expect, xfail)
+        from .kinds import case_kind
+        return Case(path, line, name, expr, values, options, expect, xfail, kind=case_kind(own, expect))
     except InputError as err:
         return Case(path, line, name, problem=err.message)
 
@@ -336,8 +339,8 @@ def run_case(case: Case, timeout: float | None = DEFAULT_TIMEOUT) -> CaseResult:
     if use_alarm:
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        result = run_check(case.expr, case.values, case.options)
-        status, message = _verdict(case, result)
+        from .kinds import run_kind
+        result, (status, message) = run_kind(case, _verdict)
     except InputError as err:
         return done(Status.ERROR, err.format())
     except _Timeout:

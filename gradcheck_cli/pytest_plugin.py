@@ -40,8 +40,9 @@ class GradcheckItem(pytest.Item):
             return  # an xpass is reported by pytest's strict xfail
         text = outcome.message
         if outcome.result is not None:
-            from .render.table import check_view, to_text
-            text += "\n" + to_text(check_view(outcome.result))
+            from .render.step import result_view
+            from .render.table import to_text
+            text += "\n" + to_text(result_view(outcome.result))
         raise GradcheckFailure(f"{outcome.status}: {text}")
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:

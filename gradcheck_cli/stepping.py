@@ -112,6 +112,10 @@ class StepResult:
     def exit_status(self) -> ExitStatus:
         return ExitStatus.OK if self.ok else ExitStatus.MISMATCH
 
+    def results(self) -> list[ParamStep]:
+        """Every parameter of every step (each has max_abs_error, as a check's GradientResults do)."""
+        return [p for record in self.steps for p in record.params.values()]
+
     def first_failure(self) -> str | None:
         """'step 2, w[1]: new value: torch … vs reference …', or None when every step agrees."""
         for record in self.steps:

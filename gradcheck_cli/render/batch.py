@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..batch import BatchResult, CaseResult, Status
-from .table import check_view
+from .step import result_view
 
 _STYLE = {Status.PASS: "gc.ok", Status.FAIL: "gc.fail", Status.ERROR: "gc.fail", Status.XFAIL: "gc.warn",
           Status.XPASS: "gc.fail"}
@@ -53,7 +53,7 @@ def batch_view(batch: BatchResult, max_rows: int = 20) -> RenderableType:
             if case.message:
                 parts.append(Text(case.message))
             if case.result is not None and case.status == Status.FAIL:
-                parts.append(check_view(case.result, max_rows))
+                parts.append(result_view(case.result, max_rows))
     parts += [Text(""), totals(batch)]
     return Group(*parts)
 

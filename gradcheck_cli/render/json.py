@@ -122,6 +122,7 @@ def dumps(data: Any) -> str:
 def batch_dict(batch: "BatchResult") -> dict[str, Any]:
     """The SPEC's JSON object for a batch: counts, then every case in file order."""
     from ..batch import Status
+    from .step import result_dict  # a case may be a step run or an accumulation
     return {
         "ok": batch.ok,
         "passed": batch.count(Status.PASS),
@@ -129,6 +130,6 @@ def batch_dict(batch: "BatchResult") -> dict[str, Any]:
         "errors": batch.count(Status.ERROR),
         "xfailed": batch.count(Status.XFAIL),
         "cases": [{"file": c.file, "line": c.line, "name": c.name, "status": c.status, "message": c.message,
-                   "seconds": round(c.seconds, 6), "result": check_dict(c.result) if c.result else None}
+                   "seconds": round(c.seconds, 6), "result": result_dict(c.result) if c.result else None}
                   for c in batch.cases],
     }

@@ -169,6 +169,29 @@ def step_dict(result: "StepResult") -> dict[str, Any]:
     }
 
 
+def result_view(result: Any, max_rows: int = DEFAULT_ROWS) -> RenderableType:
+    """The view of any case's result: a check, a step run or an accumulation."""
+    from ..accumulate import AccumulateResult
+    from ..stepping import StepResult
+    if isinstance(result, StepResult):
+        return step_view(result, max_rows)
+    if isinstance(result, AccumulateResult):
+        return accumulate_view(result, max_rows)
+    return check_view(result, max_rows)
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """The JSON of any case's result: a check, a step run or an accumulation."""
+    from ..accumulate import AccumulateResult
+    from ..stepping import StepResult
+    from .json import check_dict
+    if isinstance(result, StepResult):
+        return step_dict(result)
+    if isinstance(result, AccumulateResult):
+        return accumulate_dict(result)
+    return check_dict(result)
+
+
 def _values(array: np.ndarray, limit: int = 4) -> str:
     flat = np.asarray(array).reshape(-1)
     text = ", ".join(f"{v:.6g}" for v in flat[:limit])

@@ -1,0 +1,74 @@
+"""Batch cases that are not a plain check: `optim` (gradcheck step) and `accumulate` (check --accumulate).
+
+TOML keys, in a [[case]]:
+    optim = "SGD(lr=0.01, momentum=0.1)"   # gradcheck step EXPR --optim ...
+    steps = 2                             # --steps (default 1)
+    recompute = false                     # --no-recompute
+    accumulate = 3                        # check --accumulate 3
+With optim, `expect = { w = [[0.49, 0.48], [0.479, 0.458]] }` gives torch's values after each step,
+which must also hold (with the run's atol/rtol).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InputError
+
+
+def case_kind(table: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
+    """The kind keys of one [[case]] table, type-checked (batch files come from strangers)."""
+    kind: dict[str, Any] = {}
+    for key, kinds in (("optim", str), ("steps", int), ("recompute", bool), ("accumulate", int)):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
+                raise InputError(f"'{key}' must be {kinds.__name__}, not {type(value).__name__}")
+            kind[key] = value
+    if "optim" not in kind and ({"steps", "recompute"} & set(kind)):
+        raise InputError("'steps' and 'recompute' belong to an optimizer case; add optim = \"SGD(lr=0.01)\"")
+    if "optim" in kind and "accumulate" in kind:
+        raise InputError("a case is either an optimizer run (optim) or an accumulation (accumulate), not both")
+    return kind
+
+
+def run_kind(case: Any, verdict: Callable[[Any, Any], tuple[str, str]]) -> tuple[Any, tuple[str, str]]:
+    """Run a case by its kind: (result, (status, message)). `verdict` judges a plain check's result."""
+    from .batch import Status
+    kind = case.kind
+    if "optim" in kind:
+        from .stepping import StepOptions, run_step
+        result = run_step(case.expr, case.values, StepOptions(kind["optim"], kind.get("steps", 1),
+                                                              kind.get("recompute", True), case.options))
+        problems = [result.first_failure()] if not result.ok else []
+        problems += _expected_trajectory(result, case.expect)
+        return result, ((Status.FAIL, "; ".join(problems)) if problems else (Status.PASS, ""))
+    if "accumulate" in kind:
+        from .accumulate import run_accumulate
+        result = run_accumulate(case.expr, case.values, case.options, kind["accumulate"])
+        status, message = verdict(case, result.check)
+        problems = ([message] if message else []) + result.problems()
+        return result, ((Status.FAIL, "; ".join(problems)) if problems else (Status.PASS, ""))
+    from .api import run_check
+    result = run_check(case.expr, case.values, case.options)
+    return result, verdict(case, result)
+
+
+def _expected_trajectory(result: Any, expect: dict[str, Any]) -> list[str]:
+    """`expect` of an optimizer case: torch's value of each parameter after each step."""
+    problems = []
+    for name, expected in expect.items():
+        if name not in result.steps[0].params:
+            raise InputError(f"expect names '{name}', which is not a stepped parameter")
+        got = np.stack([record.params[name].torch for record in result.steps])
+        want = np.asarray(expected, dtype=np.float64)
+        if want.size != got.size:
+            raise InputError(f"expect.{name} has {want.size} values; {len(result.steps)} steps of shape "
+                             f"{list(got.shape[1:])} have {got.size}")
+        want = want.reshape(got.shape)
+        if not np.allclose(got, want, atol=result.atol, rtol=result.rtol):
+            step = int(np.argmax(~np.isclose(got, want, atol=result.atol, rtol=result.rtol).reshape(len(got), -1).all(1)))
+            problems.append(f"{name} after step {step + 1}: torch {np.round(got[step], 10).tolist()} != expected "
+                            f"{want[step].tolist()}")
+    return problems
