@@ -272,3 +272,28 @@ def _replay(prep: Prepared, options: StepOptions, method: str) -> str:
     line = replay_command(prep, options.check, method).replace("gradcheck check ", "gradcheck step ", 1)
     line += f" --optim {shlex.quote(options.optim)} --steps {options.steps}"
     return line + ("" if options.recompute else " --no-recompute")
+
+
+def step(expression: str, *, optim: str, steps: int = 1, recompute: bool = True,
+         vars: Mapping[str, Any] | None = None, wrt: Any = None, seed: int = 0, dtype: str = "float64",
+         method: str = "auto", eps: float | None = None, atol: float | None = None, rtol: float | None = None,
+         plugins: Any = (), device: str = "cpu", **variables: Any) -> StepResult:
+    """Optimizer steps on a loss, verified step by step, as `gradcheck step` does.
+
+    Args:
+        expression: the loss, e.g. "w[0]**2 + 2*w[1]**2".
+        optim: the optimizer as torch.optim is called, e.g. "SGD(lr=0.01, momentum=0.1)".
+        steps: how many steps. recompute: False repeats step() on the first gradient.
+        vars, wrt, seed, dtype, method, eps, atol, rtol, plugins, device: as for `check`.
+        **variables: the starting values.
+
+    Returns:
+        StepResult: `.ok`, `.first_failure()`, `.steps[k].params["w"].torch / .reference`.
+
+    Raises:
+        InputError: bad input.
+    """
+    from .api import split_names
+    options = CheckOptions(wrt=split_names(wrt), seed=seed, dtype=dtype, method=method, eps=eps, atol=atol,
+                           rtol=rtol, plugins=tuple(plugins), device=device)
+    return run_step(expression, {**variables, **(vars or {})}, StepOptions(optim, steps, recompute, options))

@@ -473,3 +473,14 @@ def test_the_table_keeps_step_param_and_verdict(columns):
     assert "FAIL value" in out and "PASS" in out
     table = [line for line in out.splitlines() if "│" in line or "┃" in line]
     assert all(len(line) <= int(columns) for line in table)
+
+
+def test_the_python_api():
+    from gradcheck_cli import InputError as PublicInputError
+    from gradcheck_cli import step
+    r = step(SEED_LOSS, optim="SGD(lr=0.01, momentum=0.1)", steps=2, recompute=False, w=[0.5, 0.5])
+    assert r.ok and r.first_failure() is None
+    assert np.allclose([p.torch for p in r.results()], oracle_sgd(seed_grad, [0.5, 0.5], 2, lr=0.01, momentum=0.1,
+                                                                  recompute=False), atol=1e-15)
+    with pytest.raises(PublicInputError, match="unknown optimizer"):
+        step(SEED_LOSS, optim="Sgd(lr=0.01)", w=[0.5, 0.5])
