@@ -231,7 +231,7 @@ def _number(table: dict, key: str) -> float | None:
 _TXT_OPTIONS = {"-v": "var", "--var": "var", "--grad-output": "grad_output", "--wrt": "wrt", "--seed": "seed",
                 "--dtype": "dtype", "--method": "method", "--eps": "eps", "--atol": "atol", "--rtol": "rtol",
                 "--plugin": "plugin", "--device": "device", "--name": "name", "--xfail": "xfail",
-                "--directions": "directions"}
+                "--directions": "directions", "--accumulate": "accumulate"}
 _TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unreliable": ("allow_unreliable", True),
               "--symbolic": ("symbolic", True)}
 
@@ -301,7 +301,8 @@ def _txt_case(path: str, line: int, row: str, plugins: tuple[str, ...]) -> Case:
             allow_unreliable=fields.get("allow_unreliable", False), fast=fields.get("fast"),
             symbolic=fields.get("symbolic", False),
             directions=_parse(int, fields, "directions", DEFAULT_DIRECTIONS))
-        return Case(path, line, name, expr, values, options, {}, fields.get("xfail"))
+        kind = {"accumulate": _parse(int, fields, "accumulate", None)} if "accumulate" in fields else {}
+        return Case(path, line, name, expr, values, options, {}, fields.get("xfail"), kind=kind)
     except InputError as err:
         return Case(path, line, name, problem=err.message)
 

@@ -64,3 +64,13 @@ def test_bad_kind_keys_are_error_cases_and_the_rest_still_run(tmp_path, keys, me
     bad, good = result.cases
     assert bad.status == "error" and message in bad.message, bad.message
     assert good.status == "pass"
+
+
+def test_a_txt_line_takes_accumulate(tmp_path):
+    path = tmp_path / "cases.txt"
+    path.write_text('"(weights * 3).sum()" -v weights=ones(4) --accumulate 3 --name seed001\n'
+                    '"onewrong(w).sum()" -v w=randn(9) --accumulate 2 --name wrong\n')
+    plugin = os.path.join(ROOT, "tests", "plugins", "one_wrong.py")
+    right, wrong = run_batch([str(path)], plugins=(plugin,)).cases
+    assert right.status == "pass" and [p.grads["weights"].analytic[0] for p in right.result.passes] == [3, 6, 9, 3, 3, 3]
+    assert wrong.status == "fail" and "accumulate pass 1 (not zeroed), w: .grad" in wrong.message
