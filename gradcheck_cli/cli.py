@@ -367,7 +367,7 @@ def _accumulate(expr: str, variables: tuple, passes: int, as_json: bool, rows: i
 @expression_options
 @click.option("--optim", required=True, metavar="'NAME(key=value, ...)'",
               help="The optimizer, as torch.optim.NAME(params, key=value, ...) is called: SGD, Adam, AdamW, RMSprop, "
-                   "Adagrad, Adamax, NAdam, RAdam, Adadelta, or a plugin's OPTIMIZERS.")
+                   "Adagrad, Adamax, NAdam, RAdam, Adadelta, Rprop, or a plugin's OPTIMIZERS.")
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps to run.")
 @click.option("--recompute/--no-recompute", default=True, show_default=True,
               help="zero_grad, recompute the loss and backward before every step (a training loop); "

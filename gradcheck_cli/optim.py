@@ -210,10 +210,30 @@ def adadelta(params: Arrays, grads: Arrays, state: dict, step: int, *, lr: float
     return out
 
 
-# name → the numpy reference; the torch class is torch.optim.<name>
+def rprop(params: Arrays, grads: Arrays, state: dict, step: int, *, lr: float = 1e-2,
+          etas: tuple[float, float] = (0.5, 1.2), step_sizes: tuple[float, float] = (1e-6, 50),
+          maximize: bool = False) -> Arrays:
+    eta_minus, eta_plus = etas
+    smallest, largest = step_sizes
+    out = {}
+    for name, p in params.items():
+        g = -grads[name] if maximize else grads[name]
+        prev = _buffer(state, ("prev", name), g)
+        eta = _buffer(state, ("eta", name), g, lr)
+        agree = prev * g
+        eta = np.where(agree > 0, np.minimum(eta * eta_plus, largest),
+                       np.where(agree < 0, np.maximum(eta * eta_minus, smallest), eta))
+        g = np.where(agree < 0, 0.0, g)  # a sign change: no step this time, and no memory of it
+        state[("prev", name)], state[("eta", name)] = g, eta
+        out[name] = p - eta * np.sign(g)
+    return out
+
+
+# name → the numpy reference; the torch class is torch.optim.<name>. Not here: ASGD (its docs give no
+# update rule), LBFGS (a closure and line search, not a step rule), SparseAdam (sparse gradients only).
 BUILT_IN: dict[str, Update] = {
     "SGD": sgd, "Adam": adam, "AdamW": adamw, "RMSprop": rmsprop, "Adagrad": adagrad,
-    "Adamax": adamax, "NAdam": nadam, "RAdam": radam, "Adadelta": adadelta,
+    "Adamax": adamax, "NAdam": nadam, "RAdam": radam, "Adadelta": adadelta, "Rprop": rprop,
 }
 
 

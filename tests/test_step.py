@@ -194,9 +194,27 @@ def oracle_adadelta(grad, w, steps, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
     return out
 
 
+def oracle_rprop(grad, w, steps, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
+    w = np.array(w, float)
+    prev, eta = np.zeros_like(w), np.full_like(w, lr)
+    out = []
+    for _ in range(steps):
+        g = -grad(w) if maximize else grad(w)
+        for i in range(w.size):
+            if prev[i] * g[i] > 0:
+                eta[i] = min(eta[i] * etas[1], step_sizes[1])
+            elif prev[i] * g[i] < 0:
+                eta[i] = max(eta[i] * etas[0], step_sizes[0])
+                g[i] = 0.0
+        w = w - eta * np.sign(g)
+        prev = g
+        out.append(w)
+    return out
+
+
 ORACLES = {"SGD": oracle_sgd, "Adam": oracle_adam, "AdamW": oracle_adamw, "RMSprop": oracle_rmsprop,
            "Adagrad": oracle_adagrad, "Adamax": oracle_adamax, "NAdam": oracle_nadam, "RAdam": oracle_radam,
-           "Adadelta": oracle_adadelta}
+           "Adadelta": oracle_adadelta, "Rprop": oracle_rprop}
 
 SETTINGS = {
     "SGD": [dict(lr=0.05), dict(lr=0.05, momentum=0.9), dict(lr=0.05, momentum=0.9, dampening=0.5, weight_decay=0.1),
@@ -214,6 +232,8 @@ SETTINGS = {
     "RAdam": [dict(lr=0.1), dict(lr=0.1, betas=(0.9, 0.6), weight_decay=0.1),
               dict(lr=0.1, betas=(0.5, 0.7), weight_decay=0.2, decoupled_weight_decay=True, maximize=True)],
     "Adadelta": [dict(), dict(lr=0.5, rho=0.5, weight_decay=0.1), dict(lr=2.0, eps=1e-3, maximize=True)],
+    # lr 0.3 overshoots the minimum, so signs flip and both branches of the rule are taken
+    "Rprop": [dict(lr=0.3), dict(lr=0.2, etas=(0.3, 1.5), step_sizes=(0.01, 0.4)), dict(lr=0.1, maximize=True)],
 }
 
 STEPS = 6  # RAdam's betas=(0.9, 0.6) reach its rectified branch (ρ_t > 5) by step 6
@@ -397,7 +417,7 @@ def test_json_has_the_spec_fields(gradcheck):
 
 @pytest.mark.parametrize("optim,message,caret", [
     ("Foo(lr=0.1)", "unknown optimizer 'Foo'; use one of: Adadelta, Adagrad, Adam, AdamW, Adamax, NAdam, RAdam, "
-                    "RMSprop, SGD", "^^^"),
+                    "RMSprop, Rprop, SGD", "^^^"),
     ("SGD(lr=0.1, mom=0.9)", "SGD has no keyword 'mom'; its keywords are: lr, momentum, dampening, weight_decay, "
                              "nesterov, maximize", "            ^^^^^^^"),
     ("Adam(betas=0.9)", "Adam: 'betas' must be a pair of numbers such as (0.9, 0.999), not 0.9", "     ^^^^^^^^^"),
