@@ -21,6 +21,8 @@ from .errors import InputError
 from .parse import LiteralCall, parse_literal_call
 
 Arrays = dict[str, np.ndarray]
+# what a plugin's optimizer code may raise that is reported as bad input, as an op's own errors are
+PLUGIN_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, KeyError, ArithmeticError)
 Update = Callable[..., Mapping[str, Any]]
 _PREFIXES = ("torch.optim.", "optim.")
 
@@ -252,12 +254,16 @@ class Optimizer:
         try:
             return self.torch_class(params, **self.hyper)
         except (ValueError, TypeError) as err:  # e.g. "Invalid learning rate: -1.0"
-            raise InputError(f"torch.optim.{self.name} refuses these settings: {err}") from None
+            where = f"torch.optim.{self.name}" if self.origin is None else f"{self.name} (from {self.origin})"
+            raise InputError(f"{where} refuses these settings: {err}") from None
 
     def reference(self, params: Arrays, grads: Arrays, state: dict, step: int) -> Arrays:
         """One step of the numpy reference, with what it returns checked."""
-        new = self.update({k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in grads.items()},
-                          state, step, **self.hyper)
+        try:
+            new = self.update({k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in grads.items()},
+                              state, step, **self.hyper)
+        except PLUGIN_ERRORS as err:  # the plugin's own code failed: report it as the user's input
+            raise InputError(f"optimizer {self.name}'s update failed at step {step}: {type(err).__name__}: {err}") from None
         if not isinstance(new, Mapping) or set(new) != set(params):
             raise InputError(f"optimizer {self.name}'s update must return a dict with the parameters "
                              f"{', '.join(params)}, not {type(new).__name__}"

@@ -22,7 +22,7 @@ from .compare import GradientResult, compare, default_tolerances, versions
 from .errors import ExitStatus, InputError
 from .evaluate import TorchBackend, Walker
 from .numeric import TAYLOR, NumericEngine, choose_method
-from .optim import Optimizer, resolve_optimizer
+from .optim import PLUGIN_ERRORS, Optimizer, resolve_optimizer
 
 MAX_STEPS = 10_000
 
@@ -176,7 +176,7 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
                                                                  False)
         else:
             loss = torch_side.loss()
-        torch_side.step()
+        torch_side.step(step)
         after = torch_side.values()
         new_reference = optimizer.reference(reference, {n: g.value for n, g in gradients.items()}, state, step)
         params = {}
@@ -212,6 +212,7 @@ class _TorchLoop:
                        for name, value in prep.inputs.items()}
         self.walker = Walker(prep.program, prep.table, TorchBackend(dtype, check.device))
         self.optimizer = optimizer.build([self.leaves[name] for name in prep.wrt])
+        self.name, self.origin = optimizer.name, optimizer.origin
 
     def loss(self) -> float:
         import torch
@@ -243,8 +244,14 @@ class _TorchLoop:
             grads[name] = _numpy(grad)
         return float(out.detach()), grads
 
-    def step(self) -> None:
-        self.optimizer.step()
+    def step(self, number: int) -> None:
+        try:
+            self.optimizer.step()
+        except PLUGIN_ERRORS as err:  # a hand-written optimizer's own code failed
+            if self.origin is None:
+                raise
+            raise InputError(f"optimizer {self.name}'s step() failed at step {number}: "
+                             f"{type(err).__name__}: {err}") from None
 
     def values(self) -> dict[str, np.ndarray]:
         return {name: _numpy(self.leaves[name]) for name in self.prep.wrt}

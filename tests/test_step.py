@@ -504,3 +504,24 @@ def test_the_python_api():
                                                                   recompute=False), atol=1e-15)
     with pytest.raises(PublicInputError, match="unknown optimizer"):
         step(SEED_LOSS, optim="Sgd(lr=0.01)", w=[0.5, 0.5])
+
+
+def test_a_plugin_optimizer_that_raises_is_bad_input_naming_the_step(gradcheck, tmp_path):
+    plugin = tmp_path / "raises.py"
+    plugin.write_text(
+        "import torch\n"
+        "class Boom(torch.optim.SGD):\n"
+        "    def step(self, closure=None):\n"
+        "        self.calls = getattr(self, 'calls', 0) + 1\n"
+        "        if self.calls == 2:\n            raise RuntimeError('boom')\n"
+        "        return super().step(closure)\n"
+        "def update(params, grads, state, step, lr=0.1):\n"
+        "    if step == 3:\n        raise KeyError('momentum_buffer')\n"
+        "    return {k: p - lr * grads[k] for k, p in params.items()}\n"
+        "OPTIMIZERS = {'Boom': (Boom, update), 'Fine': (torch.optim.SGD, update)}\n")
+    err = gradcheck.error("step", SEED_LOSS, "-v", "w=0.5,0.5", "--optim", "Boom(lr=0.1)", "--steps", "3",
+                          "--plugin", str(plugin))
+    assert err.startswith("error: optimizer Boom's step() failed at step 2: RuntimeError: boom"), err
+    err = gradcheck.error("step", SEED_LOSS, "-v", "w=0.5,0.5", "--optim", "Fine(lr=0.1)", "--steps", "3",
+                          "--plugin", str(plugin))
+    assert err.startswith("error: optimizer Fine's update failed at step 3: KeyError: 'momentum_buffer'"), err
