@@ -372,12 +372,7 @@ def _accumulate(expr: str, variables: tuple, passes: int, as_json: bool, rows: i
 @click.option("--recompute/--no-recompute", default=True, show_default=True,
               help="zero_grad, recompute the loss and backward before every step (a training loop); "
                    "--no-recompute calls step() again on the first .grad.")
-@click.option("--wrt", metavar="a,b", help="Only these variables are parameters (stepped); the rest are constants.")
-@click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex"]), default="auto",
-              show_default=True, help="Numeric method of the reference's gradient.")
-@click.option("--eps", type=float, help="Absolute finite-difference step (default: per element).")
-@click.option("--atol", type=float, help="Absolute tolerance (default: by dtype and method).")
-@click.option("--rtol", type=float, help="Relative tolerance (default: by dtype and method).")
+@check_options
 @format_option
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Elements shown per parameter and step (failing first); 0 shows all.")
@@ -387,8 +382,9 @@ def step(expr: str, variables: tuple, optim: str, steps: int, recompute: bool, f
     """Run optimizer steps on the loss EXPR in torch beside a numpy implementation of the optimizer's
     documented update rule fed with the numeric gradient, and compare them step by step.
 
-    Exit status: 0 every step agrees, 1 the trajectories part (the first step and element is named),
-    2 bad input.
+    --wrt picks the parameters stepped; --method, --eps, --atol, --rtol, --dtype, --allow-unreliable act
+    as for check; --grad-output, --order 2, --fast and --symbolic do not apply. Exit status: 0 every step
+    agrees, 1 the trajectories part (the first step and element is named), 2 bad input.
 
     \b
     Example:

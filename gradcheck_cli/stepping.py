@@ -152,6 +152,10 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
     if check.method == TAYLOR:
         raise InputError("--method taylor tests one gradient, not a trajectory; use auto, central, richardson "
                          "or complex")
+    for refused, flag in ((check.order != 1, "--order 2"), (bool(check.fast), "--fast"),
+                          (check.symbolic, "--symbolic")):
+        if refused:
+            raise InputError(f"{flag} does not apply to gradcheck step: every element of every step is compared")
     prep = prepare(expression, values, check)
     optimizer = resolve_optimizer(options.optim, check.plugins)
     method = choose_method(check.method, prep.program, prep.table)

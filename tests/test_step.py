@@ -437,8 +437,11 @@ def test_bad_optimizers_are_refused_with_the_valid_ones(gradcheck, optim, messag
 
 @pytest.mark.parametrize("args,message", [
     (["w*2", "-v", "w=1,2"], "the loss must be a scalar, but the expression's output has shape [2]"),
-    (["(w*2).sum()", "-v", "w=1,2", "--grad-output", "1"], "No such option '--grad-output'"),
-    (["(w*2).sum()", "-v", "w=1,2", "--method", "taylor"], "Invalid value for '--method'"),
+    (["(w*2).sum()", "-v", "w=1,2", "--grad-output", "1"], "gradcheck step needs a scalar loss"),
+    (["(w*2).sum()", "-v", "w=1,2", "--method", "taylor"], "--method taylor tests one gradient, not a trajectory"),
+    (["(w*2).sum()", "-v", "w=1,2", "--order", "2"], "--order 2 does not apply to gradcheck step"),
+    (["(w*2).sum()", "-v", "w=1,2", "--fast"], "--fast does not apply to gradcheck step"),
+    (["(w*2).sum()", "-v", "w=1,2", "--symbolic"], "--symbolic does not apply to gradcheck step"),
     (["(w*2).sum() + b", "-v", "w=1,2", "-v", "b=1", "--wrt", "b,w"], None),
     (["(w*2).sum()", "-v", "w=1,2", "--steps", "0"], "Invalid value for '--steps'"),
 ])
