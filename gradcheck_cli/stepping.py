@@ -180,6 +180,10 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
                                                                  False)
         else:
             loss = torch_side.loss()
+        if not np.isfinite(loss):
+            shown = ", ".join(f"{n} = {np.round(v, 6).tolist()}" for n, v in before.items())
+            raise InputError(f"the loss is {loss} before step {step} ({shown}): the trajectory left the loss's "
+                             "domain or diverged; lower lr or take fewer --steps")
         torch_side.step(step)
         after = torch_side.values()
         new_reference = optimizer.reference(reference, {n: g.value for n, g in gradients.items()}, state, step)

@@ -443,13 +443,17 @@ def test_bad_optimizers_are_refused_with_the_valid_ones(gradcheck, optim, messag
     (["(w*2).sum()", "-v", "w=1,2", "--fast"], "--fast does not apply to gradcheck step"),
     (["(w*2).sum()", "-v", "w=1,2", "--symbolic"], "--symbolic does not apply to gradcheck step"),
     (["(w*2).sum() + b", "-v", "w=1,2", "-v", "b=1", "--wrt", "b,w"], None),
+    (["log(w).sum()", "-v", "w=1,2", "--steps", "3", "--optim", "SGD(lr=10)"],
+     "the loss is nan before step 2 (w = [-9.0, -3.0]): the trajectory left the loss's domain or diverged"),
+    (["(w**4).sum()", "-v", "w=1,2", "--steps", "4", "--optim", "SGD(lr=1e100)"], "the loss is inf before step 2"),
     (["(w*2).sum()", "-v", "w=1,2", "--steps", "0"], "Invalid value for '--steps'"),
 ])
 def test_bad_step_input(gradcheck, args, message):
+    optim = [] if "--optim" in args else ["--optim", "SGD(lr=0.1)"]
     if message is None:  # b's gradient is 1 everywhere: a fine parameter
-        gradcheck("step", *args, "--optim", "SGD(lr=0.1)")
+        gradcheck("step", *args, *optim)
         return
-    err = gradcheck.error("step", *args, "--optim", "SGD(lr=0.1)")
+    err = gradcheck.error("step", *args, *optim)
     assert message in err, err
 
 
