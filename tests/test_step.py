@@ -532,3 +532,27 @@ def test_a_plugin_optimizer_that_raises_is_bad_input_naming_the_step(gradcheck, 
     err = gradcheck.error("step", SEED_LOSS, "-v", "w=0.5,0.5", "--optim", "Fine(lr=0.1)", "--steps", "3",
                           "--plugin", str(plugin))
     assert err.startswith("error: optimizer Fine's update failed at step 3: KeyError: 'momentum_buffer'"), err
+
+
+# ---------------------------------------------------------------- hostile --optim text
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OPTIM_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.builds(lambda name, body: f"{name}({body})", st.sampled_from([*BUILT_IN, "torch.optim.SGD", "x.y", "Foo"]),
+              st.text(alphabet="lrbetasmo_=,.()[]-+*/ 0123456789eTrueFalseNone'\"", max_size=40)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPTIM_TEXT)
+def test_any_optim_text_resolves_or_is_bad_input(text):
+    from gradcheck_cli.optim import resolve_optimizer
+    try:
+        optimizer = resolve_optimizer(text)
+    except InputError as err:
+        assert err.message and "\n" not in err.message
+        return
+    assert optimizer.name in BUILT_IN and set(optimizer.hyper) <= set(keywords(optimizer.update))
