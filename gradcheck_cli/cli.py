@@ -260,6 +260,8 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, expla
       gradcheck check "y = x + 2; z = y*y*3; z.mean()" -v x="ones(2,2)" --json
     """
     dtypes = kw["dtype"]
+    if accumulate and len(dtypes) > 1:
+        raise InputError("--accumulate runs one dtype; give --dtype a single value")
     if len(dtypes) > 1:
         return _ladder(expr, variables, dtypes, as_json or fmt == "json", rows, kw)
     if accumulate:

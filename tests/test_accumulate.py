@@ -65,6 +65,7 @@ def test_a_wrong_backward_fails_every_pass():
     (["x*2", "-v", "x=1,2"], "--accumulate calls backward(), which needs a scalar output or --grad-output"),
     (["x.sum()", "-v", "x=1,2", "--accumulate", "0"], "Invalid value for '--accumulate'"),
     (["x.sum()", "-v", "x=1,2", "--fast"], "--accumulate compares whole gradients; this check is projected"),
+    (["x.sum()", "-v", "x=1,2", "--dtype", "float64,float32"], "--accumulate runs one dtype"),
 ])
 def test_refused(gradcheck, args, message):
     full = [*args] if "--accumulate" in args else [*args, "--accumulate", "2"]
@@ -75,3 +76,12 @@ def test_refused(gradcheck, args, message):
 def test_the_api_limits_the_passes():
     with pytest.raises(InputError, match="--accumulate must be between 1 and 1000"):
         run_accumulate("x.sum()", {"x": [1.0]}, CheckOptions(), 1001)
+
+
+def test_float32_accumulates_against_the_float64_reference(gradcheck):
+    data = gradcheck.json("check", "(sin(w) * 3).sum()", "-v", "w=0.1,0.2,0.3", "--dtype", "float32",
+                          "--accumulate", "5")
+    assert data["ok"] and data["dtype"] == "float32"
+    fifth = data["accumulate"][4]
+    assert fifth["pass"] == 5 and not fifth["zeroed"]
+    assert np.allclose(fifth["grad"]["w"], 5 * 3 * np.cos([0.1, 0.2, 0.3]), rtol=1e-6)
