@@ -53,13 +53,13 @@ def oracle_sgd(grad, w, steps, lr=1e-3, momentum=0.0, dampening=0.0, weight_deca
 
 
 def oracle_adam(grad, w, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                maximize=False, decoupled=False):
+                maximize=False, decoupled_weight_decay=False):
     (b1, b2), w = betas, np.array(w, float)
     m = v = vmax = np.zeros_like(w)
     out = []
     for t in range(1, steps + 1):
         g = -grad(w) if maximize else grad(w)
-        if decoupled:
+        if decoupled_weight_decay:
             w = w - lr * weight_decay * w
         else:
             g = g + weight_decay * w
@@ -77,7 +77,7 @@ def oracle_adam(grad, w, steps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_de
 
 
 def oracle_adamw(grad, w, steps, weight_decay=1e-2, **kw):
-    return oracle_adam(grad, w, steps, weight_decay=weight_decay, decoupled=True, **kw)
+    return oracle_adam(grad, w, steps, weight_decay=weight_decay, decoupled_weight_decay=True, **kw)
 
 
 def oracle_rmsprop(grad, w, steps, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
@@ -220,8 +220,10 @@ SETTINGS = {
     "SGD": [dict(lr=0.05), dict(lr=0.05, momentum=0.9), dict(lr=0.05, momentum=0.9, dampening=0.5, weight_decay=0.1),
             dict(lr=0.05, momentum=0.8, nesterov=True), dict(lr=0.05, momentum=0.5, weight_decay=0.2, maximize=True)],
     "Adam": [dict(lr=0.1), dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6), dict(lr=0.1, weight_decay=0.3),
-             dict(lr=0.1, amsgrad=True), dict(lr=0.05, maximize=True, weight_decay=0.1)],
-    "AdamW": [dict(lr=0.1), dict(lr=0.1, weight_decay=0.5, amsgrad=True), dict(lr=0.02, betas=(0.5, 0.9), maximize=True)],
+             dict(lr=0.1, amsgrad=True), dict(lr=0.05, maximize=True, weight_decay=0.1),
+             # β2 = 0.5 lets v fall as the gradient shrinks, so amsgrad's running max decides
+             dict(lr=0.1, betas=(0.9, 0.5), amsgrad=True), dict(lr=0.1, weight_decay=0.2, decoupled_weight_decay=True)],
+    "AdamW": [dict(lr=0.1), dict(lr=0.1, weight_decay=0.5, amsgrad=True, betas=(0.8, 0.5)), dict(lr=0.02, betas=(0.5, 0.9), maximize=True)],
     "RMSprop": [dict(lr=0.01), dict(lr=0.01, alpha=0.9, centered=True), dict(lr=0.01, momentum=0.7, weight_decay=0.1),
                 dict(lr=0.01, centered=True, momentum=0.5, maximize=True, eps=1e-4)],
     "Adagrad": [dict(lr=0.1), dict(lr=0.1, lr_decay=0.5), dict(lr=0.1, weight_decay=0.2, initial_accumulator_value=0.3),
@@ -233,7 +235,7 @@ SETTINGS = {
               dict(lr=0.1, betas=(0.5, 0.7), weight_decay=0.2, decoupled_weight_decay=True, maximize=True)],
     "Adadelta": [dict(), dict(lr=0.5, rho=0.5, weight_decay=0.1), dict(lr=2.0, eps=1e-3, maximize=True)],
     # lr 0.3 overshoots the minimum, so signs flip and both branches of the rule are taken
-    "Rprop": [dict(lr=0.3), dict(lr=0.2, etas=(0.3, 1.5), step_sizes=(0.01, 0.4)), dict(lr=0.1, maximize=True)],
+    "Rprop": [dict(lr=0.3), dict(lr=0.2, etas=(0.3, 1.5), step_sizes=(0.15, 0.4)), dict(lr=0.1, maximize=True)],
 }
 
 STEPS = 6  # RAdam's betas=(0.9, 0.6) reach its rectified branch (ρ_t > 5) by step 6
