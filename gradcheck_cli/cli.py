@@ -395,6 +395,8 @@ def step(expr: str, variables: tuple, optim: str, steps: int, recompute: bool, f
       gradcheck step "(w**2).sum()" -v w=1,-2 --optim "Adam(lr=0.1, amsgrad=True)" --steps 5 --json
     """
     from .stepping import StepOptions, run_step
+    if len(kw["dtype"]) > 1:
+        raise InputError("gradcheck step runs one dtype; give --dtype a single value")
     result = run_step(expr, _values(variables), StepOptions(optim, steps, recompute, _options(kw)))
     if as_json or fmt == "json":
         from .render.json import dumps

@@ -444,6 +444,7 @@ def test_bad_optimizers_are_refused_with_the_valid_ones(gradcheck, optim, messag
     (["(w*2).sum()", "-v", "w=1,2", "--order", "2"], "--order 2 does not apply to gradcheck step"),
     (["(w*2).sum()", "-v", "w=1,2", "--fast"], "--fast does not apply to gradcheck step"),
     (["(w*2).sum()", "-v", "w=1,2", "--symbolic"], "--symbolic does not apply to gradcheck step"),
+    (["(w*2).sum()", "-v", "w=1,2", "--dtype", "float64,float32"], "gradcheck step runs one dtype"),
     (["(w*2).sum() + b", "-v", "w=1,2", "-v", "b=1", "--wrt", "b,w"], None),
     (["log(w).sum()", "-v", "w=1,2", "--steps", "3", "--optim", "SGD(lr=10)"],
      "the loss is nan before step 2 (w = [-9.0, -3.0]): the trajectory left the loss's domain or diverged"),
