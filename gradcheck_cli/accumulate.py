@@ -12,9 +12,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from .api import CheckOptions, prepare, run_check
-from .compare import CheckResult, GradientResult, compare
+from .compare import CheckResult, GradientResult
 from .errors import ExitStatus, InputError
 from .evaluate import TorchBackend, Walker
+from .stepping import judge
 
 MAX_PASSES = 1_000
 
@@ -104,7 +105,7 @@ def run_accumulate(expression: str, values: Mapping[str, Any], options: CheckOpt
                 given = check.inputs[name]
                 grad = leaves[name].grad
                 analytic = np.zeros(given.shape) if grad is None else grad.detach().to("cpu", torch.float64).numpy()
-                grads[name] = compare(name, given.value, analytic.copy(), factor * given.numeric,
-                                      factor * given.numeric_error, check.atol, check.rtol, options.allow_unreliable)
+                grads[name] = judge(name, given.value, analytic.copy(), factor * given.numeric,
+                                    factor * given.numeric_error, check.atol, check.rtol, options.allow_unreliable)
             out.append(AccumulatePass(number, zeroed, factor, grads))
     return AccumulateResult(check, tuple(out))

@@ -18,11 +18,12 @@ import numpy as np
 
 from .analytic import non_finite_error
 from .api import CheckOptions, Prepared, prepare, replay_command
-from .compare import GradientResult, compare, default_tolerances, versions
+from .compare import GradientResult, default_tolerances, element_result, versions
 from .errors import ExitStatus, InputError
 from .evaluate import TorchBackend, Walker
 from .numeric import TAYLOR, NumericEngine, choose_method
 from .optim import PLUGIN_ERRORS, Optimizer, resolve_optimizer
+from .verdict import SAFETY, Evidence, Policy
 
 MAX_STEPS = 10_000
 
@@ -190,14 +191,20 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
         params = {}
         for name in prep.wrt:
             g = at_torch[name]
-            judged = compare(name, before[name], analytic[name], g.value, g.error, atol, rtol,
-                             check.allow_unreliable)
+            judged = judge(name, before[name], analytic[name], g.value, g.error, atol, rtol, check.allow_unreliable)
             params[name] = _param_step(name, before[name], judged, gradients[name].value, after[name],
                                        new_reference[name], atol, rtol, reused=not fresh)
         records.append(StepRecord(step, loss, params))
         reference = new_reference
     return StepResult(prep.program.source, optimizer, tuple(records), options.recompute, check.dtype, method,
                       atol, rtol, constants, _replay(prep, options, method), versions())
+
+
+def judge(name: str, value: np.ndarray, analytic: np.ndarray, numeric: np.ndarray, error: np.ndarray,
+          atol: float, rtol: float, allow_unreliable: bool) -> GradientResult:
+    """analytic against numeric (± SAFETY × its error estimate), element by element, by check's verdict core."""
+    evidence = Evidence(analytic, numeric, SAFETY * np.asarray(error))
+    return element_result(name, value, evidence, atol, rtol, Policy(allow_unreliable), np.asarray(error))
 
 
 def _param_step(name: str, before: np.ndarray, gradient: GradientResult, fed: np.ndarray, new: np.ndarray,
