@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..compare import plain
-from .table import DEFAULT_ROWS, check_view
+from .table import DEFAULT_ROWS, check_view, replay_line
 
 if TYPE_CHECKING:  # the results' modules import the core; keep this view importable on its own
     from ..accumulate import AccumulateResult
@@ -123,7 +123,7 @@ def step_view(result: "StepResult", max_rows: int = DEFAULT_ROWS) -> RenderableT
                 else f"the trajectories part at {failure}")
     line.append(f"  (|torch − reference| ≤ atol {result.atol:g} + rtol {result.rtol:g}·|reference|, gradients "
                 f"by the same rule; method {result.method}, {result.dtype})", style="gc.dim")
-    parts += [line, Text(f"replay: {result.replay}", style="gc.dim", no_wrap=True, overflow="ignore"),
+    parts += [line, replay_line(result.replay),
               Text(", ".join(f"{k} {v}" for k, v in result.versions.items()), style="gc.dim")]
     return Group(*parts)
 
