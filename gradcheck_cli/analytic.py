@@ -15,6 +15,7 @@ from .ops import OpSpec
 from .parse import Call, Program
 
 MAX_JACOBIAN_ELEMENTS = 20_000_000  # output elements × input elements in jacobian mode
+JACOBIAN_CHUNK_BYTES = 8 * 2**20  # identity rows and their VJPs per batched backward of a full Jacobian
 
 
 class Mode(enum.Enum):
@@ -37,6 +38,9 @@ class Analytic:
     # a projected Jacobian check: the output weights of each direction, shape (k, *output.shape);
     # gradients then hold one VJP a direction, shape (k, *target.shape)
     projection_weights: np.ndarray | None = None
+    # a structured Jacobian check (structured.py): the entries on each pattern and how its verification
+    # went; gradients then hold the entries (1-D) where verified, the full Jacobian where not
+    structured: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -67,11 +71,14 @@ def _refused_backward_is_bad_input(run: Callable) -> Callable:
 def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                  wrt: tuple[str, ...], dtype: Any, device: str,
                  grad_output: np.ndarray | None, order: int = 1, fast: bool | None = False,
-                 output_directions: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> Analytic:
+                 output_directions: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+                 structure: Any = None) -> Analytic:
     """Build the program in torch and differentiate its output.
 
     In Jacobian mode with `fast` (or `fast` None and a Jacobian too large to build), the output is
     contracted with the weights `output_directions(output shape)` gives, one VJP a direction, instead.
+    Otherwise, with a `structure` request (structured.Request), each target whose Jacobian has a known
+    pattern gets the entries on it, verified by random VJPs, instead of every entry.
 
     Raises:
         InputError: a statement that is nan/inf, an output no variable reaches, a --grad-output of
@@ -92,15 +99,55 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         projection = output_directions(tuple(out.shape))
         grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
     elif mode is Mode.JACOBIAN:
-        grads = _jacobian(out, targets)
+        names = list(wrt) + list(inter)
+        found = {} if structure is None else _structured(program, table, out, env, dict(zip(names, targets)),
+                                                         structure, dtype, device)
+        built = [n for n in names if n not in found or not found[n].verified]
+        full = dict(zip(built, _jacobian(out, [targets[names.index(n)] for n in built]))) if built else {}
+        grads = [full[n] if n in full else found[n].values for n in names]
     else:
-        raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
+        # a scalar output's weight is 1: torch makes the same ones itself, and skips its one-time import
+        # of sympy (~0.5 s) that checking a given grad_output's shape costs in a fresh process
+        raw = torch.autograd.grad(out, targets, grad_outputs=None if mode is Mode.GRADIENT else weights,
+                                  retain_graph=True, allow_unused=True)
         grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     gradients = dict(zip(list(wrt) + list(inter), grads))
     if order == 2 and mode is Mode.JACOBIAN:  # the second order itself: second_order.py
         raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
-                    gradients, inter, graph, tuple(calls), projection_weights=projection)
+                    gradients, inter, graph, tuple(calls), projection_weights=projection,
+                    structured=found if mode is Mode.JACOBIAN and projection is None else {})
+
+
+def _structured(program: Program, table: Mapping[str, OpSpec], out: Any, env: dict[str, Any],
+                targets: dict[str, Any], request: Any, dtype: Any, device: str) -> dict[str, Any]:
+    """The targets whose Jacobian has a known pattern: their entries, by one batched VJP with the
+    colour and random-sign weights of every pattern at once (structured.py)."""
+    import torch
+
+    from . import structured
+
+    def inner_shape(node: Call) -> tuple[int, ...]:
+        with torch.no_grad():
+            return tuple(Walker(program, table, TorchBackend(dtype, device)).node(node, dict(env)).shape)
+
+    starts = {s.target: i + 1 for i, s in enumerate(program.statements) if s.target is not None}
+    out_shape = tuple(out.shape)
+    patterns = {}
+    for name, t in targets.items():
+        found = structured.pattern_for(program, table, name, 0 if name in program.inputs else starts[name],
+                                       out_shape, tuple(t.shape), inner_shape)
+        if found is not None:
+            patterns[name] = found
+    if not patterns:
+        return {}
+    signs = structured.sign_rows(request.seed, structured.VJPS, out_shape)
+    weights, owned = structured.weight_rows(patterns, signs)
+    names = list(patterns)
+    grads = _weighted_sums(out, [targets[n] for n in names], torch.tensor(weights, dtype=dtype, device=device))
+    return {name: structured.extract(patterns[name], g, owned[name], signs, request.atol, request.rtol)
+            for name, g in zip(names, grads)}
+
 
 
 def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> tuple[str, ...]:
@@ -251,9 +298,34 @@ def _jacobian(out: Any, targets: list[Any]) -> list[np.ndarray]:
                          "a vector-Jacobian product instead, reduce the output (e.g. .sum()), or use --fast")
     if out.numel() == 0:  # an empty output has an empty Jacobian
         return [np.zeros(tuple(out.shape) + tuple(t.shape)) for t in targets]
-    eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device).reshape((out.numel(), *out.shape))
-    rows = _batched_vjp(out, targets, eye)
-    return [r.reshape(tuple(out.shape) + tuple(t.shape)) for r, t in zip(rows, targets)]
+    # rows of the identity a chunk at a time, written into the final layout: no n×n identity, and the
+    # batched backward's temporaries stay small (a fresh 72 MB array costs as much to touch as to fill)
+    n = out.numel()
+    jacobians = [np.empty((n, *t.shape)) for t in targets]
+    chunk = max(1, min(n, JACOBIAN_CHUNK_BYTES // (8 * (n + sum(t.numel() for t in targets)))))
+    eye = torch.zeros((chunk, n), dtype=out.dtype, device=out.device)
+    for lo in range(0, n, chunk):
+        rows = min(chunk, n - lo)
+        weights = eye[:rows]
+        weights.zero_()
+        weights[torch.arange(rows), torch.arange(lo, lo + rows)] = 1
+        for jac, part in zip(jacobians, _batched_vjp(out, targets, weights.reshape((rows, *out.shape)))):
+            jac[lo:lo + rows] = part
+    return [j.reshape(tuple(out.shape) + tuple(t.shape)) for j, t in zip(jacobians, targets)]
+
+
+def _weighted_sums(out: Any, targets: list[Any], weights: Any) -> list[np.ndarray]:
+    """A few VJPs, one backward each, as gradients of the scalars Σ weights[r]·out: the same numbers as
+    grad_outputs=weights[r] (the products are exact), without torch's one-time import of sympy that a
+    tensor grad_outputs costs in a fresh process. Arrays of shape (k, *target.shape)."""
+    import torch
+
+    rows: list[list[np.ndarray]] = [[] for _ in targets]
+    for w in weights:
+        grads = torch.autograd.grad((out * w).sum(), targets, retain_graph=True, allow_unused=True)
+        for k, (g, t) in enumerate(zip(grads, targets)):
+            rows[k].append(_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)))
+    return [np.stack(r) for r in rows]
 
 
 def _batched_vjp(out: Any, targets: list[Any], weights: Any) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
+from .structured import Request, StructuredResult, expanded, numeric_entries, rebuilt, structure_of
 from .values import default_value, resolve
 from .evidence import MAX_KINK_PROBES, MAX_NOTED_ELEMENTS, one_sided, refuse_complex, unreliable_hint
 from .verdict import SAFETY, Evidence, Policy, needs_more
@@ -164,18 +165,22 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     grad_output = None if options.grad_output is None else resolve(
         options.grad_output, "--grad-output", options.seed, options.limits)
     may_project = options.method != TAYLOR and options.order == 1  # the others test every element
+    method = choose_method(options.method, prep.program, prep.table)
+    default_atol, default_rtol = default_tolerances(options.dtype, method)
+    atol = default_atol if options.atol is None else options.atol
+    rtol = default_rtol if options.rtol is None else options.rtol
+    # a Jacobian with a known pattern is checked on it (--full builds every entry; --symbolic needs all)
+    structure = Request(options.seed, atol, rtol) if (
+        options.fast is None and may_project and not options.symbolic) else None
     analytic = run_analytic(prep.program, prep.table, prep.inputs, prep.wrt,
                             getattr(torch, options.dtype), options.device, grad_output, options.order,
                             fast=options.fast if may_project else False,
-                            output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape))
-    method = choose_method(options.method, prep.program, prep.table)
+                            output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape),
+                            structure=structure)
     engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
     for index, value in engine.values.items():
         if not np.all(np.isfinite(value)):
             raise non_finite_error(prep.program, index, value, "float64")
-    default_atol, default_rtol = default_tolerances(options.dtype, method)
-    atol = default_atol if options.atol is None else options.atol
-    rtol = default_rtol if options.rtol is None else options.rtol
     policy = Policy(options.allow_unreliable)
     weights = analytic.weights
     starts = {name: 0 for name in prep.wrt}
@@ -206,17 +211,13 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
             passing = np.isnan(orders) | (orders >= 1.7)
             evidence = dataclasses.replace(evidence, one_sided=one_sided(engine, name, start, weights, ~passing))
             results[name] = taylor_result(name, value, evidence, orders, policy)
+        elif name in analytic.structured:
+            results[name] = _structured_check(engine, analytic, name, start, value, atol, rtol, policy, hint)
         else:
             numeric = engine.derivative(name, start, weights)
             exact = None if exact_engine is None else exact_engine.derivative(name, start, weights)
-            bound = SAFETY * numeric.error
-            unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
-            if np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
-                # small: look at every element from both sides, so kinks are reported
-                unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
-            evidence = Evidence(gradient, numeric.value, bound, exact,
-                                one_sided(engine, name, start, weights, unsure), hint)
-            results[name] = element_result(name, value, evidence, atol, rtol, policy, numeric.error)
+            results[name] = _element_check(engine, name, start, value, gradient, numeric, weights, exact,
+                                           atol, rtol, policy, hint)
     hessians = {}
     if options.order == 2:
         from .second_order import check_second_order
@@ -250,6 +251,8 @@ def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np
                options: CheckOptions, atol: float, rtol: float, policy: Policy, method: str) -> GradientResult:
     """A projected check of one input or intermediate: g·v against the numeric d/dt f(x + t·v)."""
     gradient = analytic.gradients[name]
+    if name in analytic.structured and analytic.structured[name].verified:  # entries on a pattern
+        gradient = expanded(analytic.structured[name])
     out_shape = analytic.output.shape
     jacobian = analytic.mode is Mode.JACOBIAN
     k = options.directions
@@ -269,6 +272,37 @@ def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np
     evidence = Evidence(projected, numeric.value, SAFETY * numeric.error,
                         hint=unreliable_hint(method, options.eps))
     return projected_result(name, value, evidence, atol, rtol, elements, jacobian, policy)
+
+
+def _element_check(engine: NumericEngine, name: str, start: int, value: np.ndarray, gradient: np.ndarray,
+                   numeric: Any, weights: np.ndarray | None, exact: np.ndarray | None, atol: float, rtol: float,
+                   policy: Policy, hint: str, entries: np.ndarray | None = None) -> GradientResult:
+    """Evidence for every element (one-sided probes where the estimate alone does not settle it), then
+    one decision each. `entries`: a structured Jacobian's flat index of each (1-D) element."""
+    bound = SAFETY * numeric.error
+    unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
+    if np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
+        # small: look at every element from both sides, so kinks are reported
+        unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
+    evidence = Evidence(gradient, numeric.value, bound, exact,
+                        one_sided(engine, name, start, weights, unsure, entries), hint)
+    return element_result(name, value, evidence, atol, rtol, policy, numeric.error)
+
+
+def _structured_check(engine: NumericEngine, analytic, name: str, start: int, value: np.ndarray,
+                      atol: float, rtol: float, policy: Policy, hint: str) -> GradientResult | StructuredResult:
+    """A Jacobian on its verified pattern: each entry on it decided; one that failed verification was
+    built in full by the analytic side and is decided entry by entry, with the finding stated."""
+    extracted = analytic.structured[name]
+    if not extracted.verified:
+        full = _element_check(engine, name, start, value, analytic.gradients[name],
+                              engine.derivative(name, start, None), None, None, atol, rtol, policy, hint)
+        return rebuilt(full, structure_of(extracted))
+    numeric = numeric_entries(engine, extracted.pattern, name, start)
+    compact = _element_check(engine, name, start, value, extracted.values, numeric, None, None, atol, rtol,
+                             policy, hint, extracted.pattern.entries)
+    return StructuredResult(compact, extracted.pattern.entries, extracted.pattern.out_shape + tuple(np.shape(value)),
+                            atol, structure_of(extracted))
 
 
 def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:

@@ -82,6 +82,11 @@ class GradientResult:
         return None
 
     @property
+    def structure(self) -> Any:
+        """A structured Jacobian's coverage (structured.Structure), or None."""
+        return None
+
+    @property
     def verdict(self) -> np.ndarray:
         return self.decision.verdict
 

@@ -15,19 +15,23 @@ MAX_NOTED_ELEMENTS = 64  # up to this many input elements, every one is examined
 
 
 def one_sided(engine: NumericEngine, name: str, start: int, weights: np.ndarray | None,
-              unsure: np.ndarray) -> OneSided | None:
-    """Left and right derivatives, with bounds, at the elements the numeric estimate alone did not settle."""
+              unsure: np.ndarray, entries: np.ndarray | None = None) -> OneSided | None:
+    """Left and right derivatives, with bounds, at the elements the numeric estimate alone did not settle.
+
+    `entries`: for a structured Jacobian (1-D elements), each element's flat index in the full Jacobian.
+    """
     flat = np.flatnonzero(np.asarray(unsure).reshape(-1))[:MAX_KINK_PROBES]
     if flat.size == 0:
         return None
     size = int(np.size(engine.envs[start][name][0]))
-    cols = flat % max(size, 1)  # in Jacobian mode the input element is the trailing index
+    at = flat if entries is None else entries[flat]
+    cols = at % max(size, 1)  # in Jacobian mode the input element is the trailing index
     unique, where = np.unique(cols, return_inverse=True)
     left, left_error, right, right_error = engine.one_sided(name, start, weights, unique)
     picked = []
     for arr in (left, left_error, right, right_error):
         if weights is None:  # pick each (output, input) element from its column's outputs
-            arr = arr.reshape(unique.size, -1)[where, flat // max(size, 1)]
+            arr = arr.reshape(unique.size, -1)[where, at // max(size, 1)]
         else:
             arr = arr[where]
         picked.append(arr)

@@ -123,9 +123,34 @@ class NumericEngine:
         with np.errstate(all="ignore"):
             return _unbatch(walker.node(node, env))
 
+    def aligned_entries(self, name: str, start: int, node: Call | None = None) -> Derivative:
+        """d out[o] / d name[bcast(o)] for each element o of an output that is ALIGNED with `name` (or of
+        `node` in the last statement): the only nonzero of each Jacobian row, in the output's shape."""
+        f = self._function(name, start, node)
+        out_shape = self.output.shape if node is None else self.node_value(node).shape
+        return Derivative(*self._aligned_steps(name, start, f, out_shape))
+
     def _aligned(self, name: str, start: int, weights: np.ndarray | None, f: Callable,
                  out_shape: tuple[int, ...]) -> Derivative:
         """Every element of `name` perturbed at once: valid when out[o] depends only on name[bcast(o)]."""
+        base = self.envs[start][name][0]
+        flat = base.reshape(-1)
+        d, err = self._aligned_steps(name, start, f, out_shape)
+        if weights is not None:
+            w = np.broadcast_to(weights, out_shape)
+            return Derivative(unbroadcast(d * w, base.shape), unbroadcast(err * np.abs(w), base.shape))
+        # one nonzero per Jacobian row: out[o] against name[bcast(o)]
+        owner = np.broadcast_to(np.arange(flat.size).reshape(base.shape), out_shape).reshape(-1)
+        value = np.zeros((int(np.prod(out_shape)), flat.size))
+        error = np.zeros_like(value)
+        rows = np.arange(owner.size)
+        value[rows, owner] = d.reshape(-1)
+        error[rows, owner] = err.reshape(-1)
+        return Derivative(value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape))
+
+    def _aligned_steps(self, name: str, start: int, f: Callable,
+                       out_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(derivative, error) of each element of f's output against its own element of `name`."""
         base = self.envs[start][name][0]
         flat = base.reshape(-1)
 
@@ -143,18 +168,7 @@ class NumericEngine:
 
         with np.errstate(all="ignore"):
             d, err = self.method(probe, flat, self.eps, to_out, to_in)
-        d, err = d[0], err[0]
-        if weights is not None:
-            w = np.broadcast_to(weights, out_shape)
-            return Derivative(unbroadcast(d * w, base.shape), unbroadcast(err * np.abs(w), base.shape))
-        # one nonzero per Jacobian row: out[o] against name[bcast(o)]
-        owner = np.broadcast_to(np.arange(flat.size).reshape(base.shape), out_shape).reshape(-1)
-        value = np.zeros((int(np.prod(out_shape)), flat.size))
-        error = np.zeros_like(value)
-        rows = np.arange(owner.size)
-        value[rows, owner] = d.reshape(-1)
-        error[rows, owner] = err.reshape(-1)
-        return Derivative(value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape))
+        return np.broadcast_to(d[0], out_shape), np.broadcast_to(err[0], out_shape)
 
     def full_cost(self, name: str, start: int) -> float:
         """Roughly the bytes a full per-element check of `name` pushes through numpy (all probes)."""

@@ -34,6 +34,11 @@ def gradient_dict(r: GradientResult) -> dict[str, Any]:
                                "caught_above": plain(r.projection.caught_above),
                                "slip_chance": plain(r.projection.slip_chance),
                                "statement": r.projection.statement()}
+    if r.structure is not None:  # a structured Jacobian: the entries its pattern allows were compared
+        entry["structure"] = {"kind": r.structure.kind, "entries": r.structure.entries,
+                              "elements": r.structure.elements, "vjps": r.structure.vjps,
+                              "verified": r.structure.verified, "caught_above": plain(r.structure.caught_above),
+                              "slip_chance": plain(r.structure.slip_chance), "statement": r.structure.statement()}
     unsure = int((~r.passed & ~r.wrong).sum())
     if unsure:
         entry["unreliable"] = unsure

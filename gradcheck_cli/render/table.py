@@ -127,6 +127,8 @@ def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -
     notes = [f"diagnosis: {r.diagnosis}"] if r.diagnosis else []
     if r.projection is not None:
         notes.append(r.projection.statement())
+    if r.structure is not None:
+        notes.append(r.structure.statement())
     hidden = order.size - len(shown)
     if hidden:
         failing_hidden = int((~r.passed.reshape(-1)[order[len(shown):]]).sum())
