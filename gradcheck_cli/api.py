@@ -11,16 +11,16 @@ import numpy as np
 
 from .analytic import Mode, non_finite_error, run_analytic
 from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
-                      element_result, projected_result, taylor_result, versions)
+                      projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
-from .structured import Request, StructuredResult, expanded, numeric_entries, rebuilt, structure_of
+from .structured import Request, check_structured, expanded
 from .values import default_value, resolve
-from .evidence import MAX_KINK_PROBES, MAX_NOTED_ELEMENTS, one_sided, refuse_complex, unreliable_hint
-from .verdict import SAFETY, Evidence, Policy, needs_more
+from .evidence import element_check, one_sided, refuse_complex, unreliable_hint
+from .verdict import SAFETY, Evidence, Policy
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
 DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
@@ -212,12 +212,13 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
             evidence = dataclasses.replace(evidence, one_sided=one_sided(engine, name, start, weights, ~passing))
             results[name] = taylor_result(name, value, evidence, orders, policy)
         elif name in analytic.structured:
-            results[name] = _structured_check(engine, analytic, name, start, value, atol, rtol, policy, hint)
+            results[name] = check_structured(engine, analytic.structured[name], name, start, value,
+                                             analytic.gradients[name], atol, rtol, policy, hint)
         else:
             numeric = engine.derivative(name, start, weights)
             exact = None if exact_engine is None else exact_engine.derivative(name, start, weights)
-            results[name] = _element_check(engine, name, start, value, gradient, numeric, weights, exact,
-                                           atol, rtol, policy, hint)
+            results[name] = element_check(engine, name, start, value, gradient, numeric, weights, exact,
+                                          atol, rtol, policy, hint)
     hessians = {}
     if options.order == 2:
         from .second_order import check_second_order
@@ -272,37 +273,6 @@ def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np
     evidence = Evidence(projected, numeric.value, SAFETY * numeric.error,
                         hint=unreliable_hint(method, options.eps))
     return projected_result(name, value, evidence, atol, rtol, elements, jacobian, policy)
-
-
-def _element_check(engine: NumericEngine, name: str, start: int, value: np.ndarray, gradient: np.ndarray,
-                   numeric: Any, weights: np.ndarray | None, exact: np.ndarray | None, atol: float, rtol: float,
-                   policy: Policy, hint: str, entries: np.ndarray | None = None) -> GradientResult:
-    """Evidence for every element (one-sided probes where the estimate alone does not settle it), then
-    one decision each. `entries`: a structured Jacobian's flat index of each (1-D) element."""
-    bound = SAFETY * numeric.error
-    unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
-    if np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
-        # small: look at every element from both sides, so kinks are reported
-        unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
-    evidence = Evidence(gradient, numeric.value, bound, exact,
-                        one_sided(engine, name, start, weights, unsure, entries), hint)
-    return element_result(name, value, evidence, atol, rtol, policy, numeric.error)
-
-
-def _structured_check(engine: NumericEngine, analytic, name: str, start: int, value: np.ndarray,
-                      atol: float, rtol: float, policy: Policy, hint: str) -> GradientResult | StructuredResult:
-    """A Jacobian on its verified pattern: each entry on it decided; one that failed verification was
-    built in full by the analytic side and is decided entry by entry, with the finding stated."""
-    extracted = analytic.structured[name]
-    if not extracted.verified:
-        full = _element_check(engine, name, start, value, analytic.gradients[name],
-                              engine.derivative(name, start, None), None, None, atol, rtol, policy, hint)
-        return rebuilt(full, structure_of(extracted))
-    numeric = numeric_entries(engine, extracted.pattern, name, start)
-    compact = _element_check(engine, name, start, value, extracted.values, numeric, None, None, atol, rtol,
-                             policy, hint, extracted.pattern.entries)
-    return StructuredResult(compact, extracted.pattern.entries, extracted.pattern.out_shape + tuple(np.shape(value)),
-                            atol, structure_of(extracted))
 
 
 def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:

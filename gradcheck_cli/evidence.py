@@ -6,9 +6,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .compare import GradientResult, element_result
 from .errors import InputError
 from .numeric import NumericEngine
-from .verdict import SAFETY, OneSided
+from .verdict import SAFETY, Evidence, OneSided, Policy, needs_more
 
 MAX_KINK_PROBES = 1_000  # unsettled elements examined for kinks (one-sided differences)
 MAX_NOTED_ELEMENTS = 64  # up to this many input elements, every one is examined (SPEC: kinks are reported)
@@ -36,6 +37,21 @@ def one_sided(engine: NumericEngine, name: str, start: int, weights: np.ndarray 
             arr = arr[where]
         picked.append(arr)
     return OneSided(flat, picked[0], SAFETY * picked[1], picked[2], SAFETY * picked[3])
+
+
+def element_check(engine: NumericEngine, name: str, start: int, value: np.ndarray, gradient: np.ndarray,
+                  numeric: Any, weights: np.ndarray | None, exact: np.ndarray | None, atol: float, rtol: float,
+                  policy: Policy, hint: str, entries: np.ndarray | None = None) -> GradientResult:
+    """Evidence for every element (one-sided probes where the estimate alone does not settle it), then
+    one decision each. `entries`: a structured Jacobian's flat index of each (1-D) element."""
+    bound = SAFETY * numeric.error
+    unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
+    if np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
+        # small: look at every element from both sides, so kinks are reported
+        unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
+    evidence = Evidence(gradient, numeric.value, bound, exact,
+                        one_sided(engine, name, start, weights, unsure, entries), hint)
+    return element_result(name, value, evidence, atol, rtol, policy, numeric.error)
 
 
 def unreliable_hint(method: str, eps: float | None) -> str:

@@ -338,6 +338,24 @@ def rebuilt(result: GradientResult, structure: Structure) -> RebuiltResult:
     return RebuiltResult(**fields, found=structure)
 
 
+def check_structured(engine: Any, extracted: Extracted, name: str, start: int, value: np.ndarray,
+                     gradient: np.ndarray, atol: float, rtol: float, policy: Any,
+                     hint: str) -> "StructuredResult | RebuiltResult":
+    """A Jacobian on its verified pattern: each entry on it decided. One that failed verification was
+    built in full by the analytic side (`gradient`) and is decided entry by entry, with the finding stated."""
+    from .evidence import element_check
+
+    if not extracted.verified:
+        full = element_check(engine, name, start, value, gradient, engine.derivative(name, start, None), None,
+                             None, atol, rtol, policy, hint)
+        return rebuilt(full, structure_of(extracted))
+    numeric = numeric_entries(engine, extracted.pattern, name, start)
+    compact = element_check(engine, name, start, value, extracted.values, numeric, None, None, atol, rtol,
+                            policy, hint, extracted.pattern.entries)
+    return StructuredResult(compact, extracted.pattern.entries, extracted.pattern.out_shape + tuple(np.shape(value)),
+                            atol, structure_of(extracted))
+
+
 @dataclasses.dataclass(frozen=True)
 class Request:
     """Asks the analytic side for structured Jacobians: the sign seed and the verification tolerance."""
