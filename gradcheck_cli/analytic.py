@@ -132,7 +132,8 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
     """
     import torch
 
-    leaves = {name: torch.tensor(value, dtype=dtype, device=device, requires_grad=name in wrt)
+    leaves = {name: torch.tensor(value, dtype=torch.int64 if np.issubdtype(value.dtype, np.integer) else dtype,
+                                 device=device, requires_grad=name in wrt)
               for name, value in inputs.items()}
     env: dict[str, Any] = dict(leaves)
     def observe(node: Call, args: list[Any]) -> None:

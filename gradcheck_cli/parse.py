@@ -58,10 +58,13 @@ Node = Union[Num, Name, Call]
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Statement:
-    target: str | None   # the assigned name, or None for a bare expression
+    target: str | None   # the assigned (or, in place, changed) name; None for a bare expression
     value: Node
     span: Span
     text: str            # the statement's source, for messages
+    inplace: bool = False    # changes `target` in place: value is a mutating Call whose first argument is it
+    untracked: bool = False  # under `with no_grad()` (or through `.data`): torch records no history
+    data: bool = False       # through `x.data`: also invisible to autograd's version counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Program:
     inputs: tuple[str, ...]         # free names, in order of first use
     intermediates: tuple[str, ...]  # assigned names, in order
     ops: frozenset[str]             # every op the program uses
+    modified: tuple[str, ...] = ()  # names changed in place, in order of first change
 
     @property
     def output(self) -> Statement:
@@ -85,7 +89,7 @@ _CONSTRUCT_NAMES = {
     "Lambda": "lambda", "ListComp": "a list comprehension", "SetComp": "a set comprehension",
     "DictComp": "a dict comprehension", "GeneratorExp": "a generator expression",
     "NamedExpr": "the walrus operator :=", "JoinedStr": "an f-string", "Starred": "starred arguments",
-    "Compare": "a comparison", "BoolOp": "and/or", "IfExp": "a conditional expression",
+    "BoolOp": "and/or", "IfExp": "a conditional expression",
     "Dict": "a dict", "Set": "a set", "List": "a list", "Tuple": "a tuple", "Await": "await",
     "Yield": "yield", "YieldFrom": "yield", "Slice": "a slice", "FormattedValue": "an f-string",
     "Import": "import", "ImportFrom": "import", "FunctionDef": "def", "ClassDef": "class",
@@ -95,8 +99,24 @@ _CONSTRUCT_NAMES = {
     "Pass": "pass", "Break": "break", "Continue": "continue", "AsyncFunctionDef": "async def",
 }
 
-# Qualified spellings accepted as the plain function: torch.sin(x) is sin(x).
-_NAMESPACES = ("torch",)
+# Qualified spellings accepted as the plain function: torch.sin(x) is sin(x), F.linear(...) is linear(...).
+_NAMESPACES = ("torch", "torch.nn.functional", "nn.functional", "F", "torch.special", "torch.linalg")
+# Namespaces a learner may type that gradcheck does not need: its functions run on both sides.
+_FOREIGN = {"np": "numpy's", "numpy": "numpy's", "math": "math's", "t": "torch's (as t)"}
+_NO_GRAD = ("no_grad", "torch.no_grad", "torch.autograd.no_grad")
+_COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+_AUG = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_", ast.Pow: "pow_"}
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """`torch.nn.functional` for a chain of plain names, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
 
 
 def _char_col(line_text: str, byte_col: int) -> int:
@@ -137,27 +157,146 @@ class _Parser:
     def program(self) -> Program:
         tree = self._ast()
         self._check_depth(tree)
-        if not tree.body:
+        items = self._flatten(tree.body)
+        if not items:
             raise InputError("the expression is empty; give one, e.g. 'sin(x).sum()'")
-        if len(tree.body) > self.limits.max_statements:
-            raise self.error(f"too many statements ({len(tree.body)}; the limit is "
-                             f"{self.limits.max_statements}, raise it with --max-statements)", tree.body[-1])
-        statements, seen_inputs, assigned, used_ops = [], [], [], set()
-        for stmt in tree.body:
-            target, value_node = self._statement_parts(stmt)
-            value = self.expr(value_node)
-            for name_node in _names(value):
-                if name_node.id not in assigned and name_node.id not in seen_inputs:
-                    seen_inputs.append(name_node.id)
-            used_ops.update(_ops(value))
-            if target is not None:
-                self._check_target(target, stmt, seen_inputs, assigned)
-                assigned.append(target)
-            span = self.span(stmt)
-            text = self.lines[span.line - 1][span.col:span.end_col] if span.line - 1 < len(self.lines) else ""
-            statements.append(Statement(target, value, span, text.strip()))
-        return Program(self.source, tuple(statements), tuple(seen_inputs), tuple(assigned),
-                       frozenset(used_ops))
+        if len(items) > self.limits.max_statements:
+            raise self.error(f"too many statements ({len(items)}; the limit is "
+                             f"{self.limits.max_statements}, raise it with --max-statements)", items[-1][0])
+        self.inputs: list[str] = []
+        self.assigned: list[str] = []
+        self.modified: list[str] = []
+        statements, used_ops = [], set()
+        for stmt, no_grad in items:
+            statement = self._statement(stmt, no_grad)
+            used_ops.update(_ops(statement.value))
+            statements.append(statement)
+        return Program(self.source, tuple(statements), tuple(self.inputs), tuple(self.assigned),
+                       frozenset(used_ops), tuple(self.modified))
+
+    def _flatten(self, body: list[ast.stmt]) -> list[tuple[ast.stmt, bool]]:
+        """Statements in order, each with whether it stands under `with no_grad()`."""
+        items = []
+        for stmt in body:
+            if not isinstance(stmt, ast.With):
+                items.append((stmt, False))
+                continue
+            self._check_with(stmt)
+            one_line = stmt.body[0].lineno == stmt.lineno
+            for k, inner in enumerate(stmt.body):
+                if isinstance(inner, ast.With):
+                    raise self.error("with blocks do not nest; one 'with no_grad():' is enough", inner)
+                # `with no_grad(): y = ...; z = ...`: a ';' does not continue a with line (the SPEC)
+                items.append((inner, not one_line or k == 0))
+        return items
+
+    def _check_with(self, stmt: ast.With) -> None:
+        item = stmt.items[0]
+        call = item.context_expr
+        name = _dotted(call.func) if isinstance(call, ast.Call) else None
+        if len(stmt.items) != 1 or name not in _NO_GRAD or call.args or call.keywords or item.optional_vars:
+            raise self.error("only 'with no_grad():' (or 'with torch.no_grad():') is supported", stmt.items[0].context_expr)
+
+    def _statement(self, stmt: ast.stmt, no_grad: bool) -> Statement:
+        span = self.span(stmt)
+        text = self.lines[span.line - 1][span.col:span.end_col] if span.line - 1 < len(self.lines) else ""
+        text = text.strip()
+        if isinstance(stmt, ast.Expr):
+            if self._is_inplace_call(stmt.value):
+                return self._inplace_call(stmt, no_grad, span, text)
+            if no_grad:
+                raise self.error("an expression under no_grad has no gradient to check; assign it to a name "
+                                 "there (y = ...) and use the name after the block", stmt)
+            value = self.expr(stmt.value)
+            self._note_inputs(value)
+            return Statement(None, value, span, text)
+        if isinstance(stmt, ast.Assign):
+            if len(stmt.targets) != 1:
+                raise self.error("assign to one name at a time, e.g. 'y = x + 2'", stmt.targets[1])
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name):
+                value = self.expr(stmt.value)
+                self._note_inputs(value)
+                self._check_target(target.id, stmt)
+                self.assigned.append(target.id)
+                untracked = no_grad and not isinstance(value, Name)  # `y = x` under no_grad is x itself
+                return Statement(target.id, value, span, text, untracked=untracked)
+            if isinstance(target, ast.Subscript):
+                name, data, base = self._inplace_target(target.value)
+                index = self._index(target)
+                value = self.expr(stmt.value)
+                call = Call("setitem", (Name(name, self.span(base)), index, value), span)
+                return self._inplace(name, call, span, text, no_grad, data)
+            raise self.error("assign to one plain name (y = ...), or change one in place (y[0] = ..., y += ..., "
+                             "y.mul_(2))", target)
+        if isinstance(stmt, ast.AugAssign):
+            return self._augmented(stmt, no_grad, span, text)
+        raise self.refuse(stmt)
+
+    def _augmented(self, stmt: ast.AugAssign, no_grad: bool, span: Span, text: str) -> Statement:
+        method = _AUG.get(type(stmt.op))
+        if method is None:
+            symbol = {ast.MatMult: "@=", ast.FloorDiv: "//=", ast.Mod: "%="}.get(type(stmt.op), "this operator")
+            raise self.error(f"'{symbol}' has no in-place form here; use += -= *= /= **=", stmt)
+        target = stmt.target
+        if isinstance(target, ast.Subscript):  # y[i] += v is y[i] = y[i] + v, as Python runs it
+            name, data, base = self._inplace_target(target.value)
+            index = self._index(target)
+            value = self.expr(stmt.value)
+            old = Call("getitem", (Name(name, self.span(base)), index), self.span(target))
+            new = Call(method[:-1], (old, value), span)
+            call = Call("setitem", (Name(name, self.span(base)), index, new), span)
+            return self._inplace(name, call, span, text, no_grad, data)
+        name, data, base = self._inplace_target(target)
+        value = self.expr(stmt.value)
+        call = Call(method, (Name(name, self.span(base)), value), span)
+        return self._inplace(name, call, span, text, no_grad, data)
+
+    def _is_inplace_call(self, node: ast.expr) -> bool:
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            return False
+        spec = self.functions.get(node.func.attr)
+        return spec is not None and spec.mutates and _dotted(node.func.value) not in _NAMESPACES
+
+    def _inplace_call(self, stmt: ast.Expr, no_grad: bool, span: Span, text: str) -> Statement:
+        node = stmt.value
+        name, data, base = self._inplace_target(node.func.value)
+        spec = self.functions[node.func.attr]
+        receiver = ast.Name(id=name, ctx=ast.Load())
+        ast.copy_location(receiver, base)
+        receiver.end_lineno, receiver.end_col_offset = base.end_lineno, base.end_col_offset
+        self._inplace_ok = True
+        try:
+            args = self._bind(spec, [receiver, *node.args], node)
+        finally:
+            self._inplace_ok = False
+        return self._inplace(name, Call(spec.name, args, span), span, text, no_grad, data)
+
+    def _inplace_target(self, node: ast.expr) -> tuple[str, bool, ast.expr]:
+        """The name an in-place statement changes: `y` or `y.data`."""
+        data = False
+        if isinstance(node, ast.Attribute) and node.attr == "data" and isinstance(node.value, ast.Name):
+            node, data = node.value, True
+        if not isinstance(node, ast.Name):
+            raise self.error("in-place statements change a name: y[0] = ..., y += ..., y.mul_(2) "
+                             "(for a part of y, index it: y[0] *= 2)", node)
+        self._check_name(node.id, node)
+        if node.id in CONSTANTS or node.id in self.functions:
+            raise self.error(f"'{node.id}' is a built-in name; it cannot be changed in place", node)
+        return node.id, data, node
+
+    def _inplace(self, name: str, call: Call, span: Span, text: str, no_grad: bool, data: bool) -> Statement:
+        if name not in self.assigned and name not in self.inputs:
+            self.inputs.append(name)  # `a[2] = 1` on a variable: an input, changed in place
+        self._note_inputs(call)
+        if name not in self.modified:
+            self.modified.append(name)
+        return Statement(name, call, span, text, inplace=True, untracked=no_grad or data, data=data)
+
+    def _note_inputs(self, value: Node) -> None:
+        for name_node in _names(value):
+            if name_node.id not in self.assigned and name_node.id not in self.inputs:
+                self.inputs.append(name_node.id)
 
     def _ast(self) -> ast.Module:
         if len(self.source) > self.limits.max_length:
@@ -179,33 +318,29 @@ class _Parser:
             raise InputError(f"the expression cannot be read: {err}") from None
 
     def _check_depth(self, tree: ast.AST) -> None:
-        """Refuse deep nesting before any recursive walk (iterative, so it cannot overflow)."""
+        """Refuse deep nesting before any recursive walk (iterative, so it cannot overflow). A chain of
+        binary operators (`a + b + c + ...`, which Python nests to the left) is one level, not one a term:
+        the parser and the walker both go down such chains by iteration."""
         stack = [(tree, 0)]
         while stack:
             node, depth = stack.pop()
             if depth > self.limits.max_depth:
                 raise self.error(f"the expression nests deeper than {self.limits.max_depth} levels "
                                  "(raise it with --max-depth)", node)
-            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+            for child in ast.iter_child_nodes(node):
+                chain = isinstance(node, ast.BinOp) and child is node.left and isinstance(child, ast.BinOp)
+                stack.append((child, depth if chain else depth + 1))
 
-    def _statement_parts(self, stmt: ast.stmt) -> tuple[str | None, ast.expr]:
-        if isinstance(stmt, ast.Expr):
-            return None, stmt.value
-        if isinstance(stmt, ast.Assign):
-            if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
-                raise self.error("assign to one plain name, e.g. 'y = x + 2'", stmt.targets[0])
-            return stmt.targets[0].id, stmt.value
-        raise self.refuse(stmt)
-
-    def _check_target(self, target: str, stmt: ast.Assign, inputs: list[str], assigned: list[str]) -> None:
+    def _check_target(self, target: str, stmt: ast.Assign) -> None:
         node = stmt.targets[0]
         self._check_name(target, node)
-        if target in assigned:
-            raise self.error(f"'{target}' is assigned twice; give each intermediate its own name", node)
-        if target in inputs:
-            raise self.error(f"'{target}' is an input used before this line; assign to a new name", node)
         if target in self.functions or target in CONSTANTS:
             raise self.error(f"'{target}' is a built-in name; assign to another name", node)
+        if target in self.assigned or target in self.inputs:
+            what = "assigned twice" if target in self.assigned else "an input used before this line"
+            raise self.error(f"'{target}' is {what}; a name is assigned once, so give this value a new name "
+                             f"(e.g. '{target}2 = ...'), or change '{target}' in place ({target}[0] = ..., "
+                             f"{target} += ..., {target}.mul_(2))", node)
 
     def _check_name(self, name: str, node: ast.AST) -> None:
         if name.startswith("_"):
@@ -238,16 +373,31 @@ class _Parser:
         return Name(node.id, self.span(node))
 
     def binop(self, node: ast.BinOp) -> Node:
-        op = _BINOPS.get(type(node.op))
+        spine = []  # a left-nested chain a + b - c ...: walked by iteration, left to right
+        while isinstance(node, ast.BinOp):
+            spine.append(node)
+            node = node.left
+        value = self.expr(node)
+        for current in reversed(spine):
+            op = _BINOPS.get(type(current.op))
+            if op is None:
+                symbol = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>",
+                          ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^"}.get(type(current.op), "this operator")
+                raise self.error(f"'{symbol}' is not supported; use + - * / ** @", current)
+            right = self.expr(current.right)
+            if op == "pow" and isinstance(right, Num) and abs(right.value) > self.limits.max_power:
+                raise self.error(f"the exponent {right.value:g} is larger than {self.limits.max_power:g} "
+                                 "(raise it with --max-power)", current.right)
+            value = Call(op, (value, right), self.span(current))
+        return value
+
+    def compare(self, node: ast.Compare) -> Node:
+        if len(node.ops) != 1:
+            raise self.error("chained comparisons are not supported; compare two values at a time", node)
+        op = _COMPARE.get(type(node.ops[0]))
         if op is None:
-            symbol = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>",
-                      ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^"}.get(type(node.op), "this operator")
-            raise self.error(f"'{symbol}' is not supported; use + - * / ** @", node)
-        right = self.expr(node.right)
-        if op == "pow" and isinstance(right, Num) and abs(right.value) > self.limits.max_power:
-            raise self.error(f"the exponent {right.value:g} is larger than {self.limits.max_power:g} "
-                             "(raise it with --max-power)", node.right)
-        return Call(op, (self.expr(node.left), right), self.span(node))
+            raise self.error("only < <= > >= == != compare values here", node)
+        return Call(op, (self.expr(node.left), self.expr(node.comparators[0])), self.span(node))
 
     def unaryop(self, node: ast.UnaryOp) -> Node:
         operand = self.expr(node.operand)
@@ -262,23 +412,35 @@ class _Parser:
     def attribute(self, node: ast.Attribute) -> Node:
         if node.attr == "T":
             return Call("T", (self.expr(node.value),), self.span(node))
+        if node.attr == "data":  # x.data: x's value without its history, as detach()
+            return Call("detach", (self.expr(node.value),), self.span(node))
         self._check_name(node.attr, node)
-        raise self.error(f"attribute '.{node.attr}' is not allowed; only .T and method calls such as "
+        raise self.error(f"attribute '.{node.attr}' is not allowed; only .T, .data and method calls such as "
                          f"x.sum() are", node)
 
     def subscript(self, node: ast.Subscript) -> Node:
+        value = self.expr(node.value)
+        return Call("getitem", (value, self._index(node)), self.span(node))
+
+    def _index(self, node: ast.Subscript) -> tuple[Any, ...]:
         items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        index = tuple(self._index_item(item) for item in items)
-        return Call("getitem", (self.expr(node.value), index), self.span(node))
+        return tuple(self._index_item(item) for item in items)
 
     def _index_item(self, item: ast.expr) -> Any:
+        """An int or a slice of ints (literals), `...`, or a tensor: a mask (x > 0) or integer labels."""
         if isinstance(item, ast.Slice):
             parts = [None if p is None else self._int_literal(p, "a slice bound") for p in
                      (item.lower, item.upper, item.step)]
             if parts[2] is not None and parts[2] <= 0:
                 raise self.error("a slice step must be positive", item)
             return slice(*parts)
-        return self._int_literal(item, "an index")
+        if isinstance(item, ast.Constant) and item.value is Ellipsis:
+            return Ellipsis
+        literal = isinstance(item, ast.Constant) or (isinstance(item, ast.UnaryOp) and
+                                                    isinstance(item.operand, ast.Constant))
+        if literal:
+            return self._int_literal(item, "an index")
+        return self.expr(item)
 
     def _int_literal(self, node: ast.expr, what: str) -> int:
         value = self.literal(node)
@@ -309,8 +471,13 @@ class _Parser:
             name = func.id
         elif isinstance(func, ast.Attribute):
             name = func.attr
-            if isinstance(func.value, ast.Name) and func.value.id in _NAMESPACES:
+            prefix = _dotted(func.value)
+            root = prefix.split(".")[0] if prefix else None
+            if prefix in _NAMESPACES:
                 receiver = None
+            elif root in _FOREIGN and root not in self._variables():
+                raise self.error(f"{_FOREIGN[root]} namespace is not needed: write {name}(...) "
+                                 f"(gradcheck runs each function in torch and in numpy itself)", func.value)
             else:
                 receiver = func.value
         else:
@@ -322,6 +489,9 @@ class _Parser:
         if spec is None:
             kind = "method" if receiver is not None else "function"
             raise self.error(f"unknown {kind} '{name}'; run 'gradcheck ops' for the list", func)
+        if spec.mutates and not getattr(self, "_inplace_ok", False):
+            raise self.error(f"'{name}' changes a tensor in place: give it a statement of its own on a name "
+                             f"(y.{name}(...)), or use the plain '{name[:-1]}' for a new value", func)
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.refuse(arg)
@@ -330,6 +500,10 @@ class _Parser:
                 raise self.error("**kwargs is not allowed", kw.value)
         positional = ([receiver] if receiver is not None else []) + list(node.args)
         return Call(spec.name, self._bind(spec, positional, node), self.span(node))
+
+    def _variables(self) -> set[str]:
+        """Names the program has bound or read so far (a variable called `t` is not a namespace)."""
+        return set(getattr(self, "inputs", ())) | set(getattr(self, "assigned", ()))
 
     def _bind(self, spec: OpSpec, positional: list[ast.expr], node: ast.Call) -> tuple[Any, ...]:
         """Match arguments to the op's parameters; tensors become nodes, the rest literals."""
@@ -366,12 +540,18 @@ class _Parser:
 
     def _argument(self, spec: OpSpec, param, arg: Any) -> Any:
         if param.kind is Kind.TENSOR:
+            if isinstance(arg, ast.Constant) and arg.value is None and not param.required:
+                return None  # linear(x, w, None): the optional tensor left out
             return self.expr(arg)
         if param.kind is Kind.ANY:  # a plugin op's argument: a literal is passed as the Python value it is
             try:
                 return self.literal(arg)
             except InputError:
                 return self.expr(arg)
+        if param.kind is Kind.TENSORS:
+            if not isinstance(arg, (ast.Tuple, ast.List)) or not arg.elts:
+                raise self.error(f"{spec.name}() takes a tuple or list of tensors, e.g. {spec.name}((a, b))", arg)
+            return tuple(self.expr(elt) for elt in arg.elts)
         if param.kind is Kind.SHAPE:
             items = [self.literal(a) for a in arg]
             shape = items[0] if len(items) == 1 and isinstance(items[0], tuple) else tuple(items)
@@ -405,6 +585,7 @@ _EXPR_HANDLERS: dict[type, Callable[[_Parser, Any], Node]] = {
     ast.Call: _Parser.call,
     ast.Attribute: _Parser.attribute,
     ast.Subscript: _Parser.subscript,
+    ast.Compare: _Parser.compare,
 }
 
 
@@ -415,7 +596,17 @@ def _walk(node: Node):
         current = stack.pop()
         yield current
         if isinstance(current, Call):
-            stack.extend(a for a in reversed(current.args) if isinstance(a, (Num, Name, Call)))
+            stack.extend(reversed(list(_arg_nodes(current))))
+
+
+def _arg_nodes(call: Call):
+    """The nodes among a call's arguments, in order: tensors, and those inside tuples (cat's tensors,
+    a tensor index)."""
+    for arg in call.args:
+        if isinstance(arg, (Num, Name, Call)):
+            yield arg
+        elif isinstance(arg, tuple):
+            yield from (item for item in arg if isinstance(item, (Num, Name, Call)))
 
 
 def _names(node: Node) -> list[Name]:
