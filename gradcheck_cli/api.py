@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import unicodedata
 import zlib
 from typing import Any, Iterable, Mapping
 
@@ -96,6 +97,7 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     options.validate()
     table = load_table(options.plugins)
     program = parse(expression, table, options.limits)
+    values = {unicodedata.normalize("NFKC", k) if isinstance(k, str) else k: v for k, v in values.items()}
     unused = [name for name in values if name not in program.inputs]
     builtin = [name for name in unused if name in CONSTANTS]
     if builtin:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 import textwrap
 import warnings
 from typing import Any, Callable, Union
@@ -311,6 +312,11 @@ class _Parser:
             line = err.lineno or 1
             col = max((err.offset or 1) - 1, 0)
             end = (err.end_offset - 1) if err.end_offset and err.end_lineno == line else col + 1
+            text = self.lines[line - 1] if line - 1 < len(self.lines) else ""
+            joined = re.search(r";\s*with\b", text)
+            if joined:  # y1 = x**2; with no_grad(): ... is not Python: a with block starts a line
+                raise InputError("a 'with' block starts its own line: put a newline before 'with' (a ';' "
+                                 "cannot lead into one)", self.source, line, joined.start(), joined.end()) from None
             raise InputError(f"syntax error: {err.msg}", self.source, line, col, max(end, col + 1)) from None
         except (RecursionError, MemoryError):
             raise InputError(f"the expression nests too deeply (the limit is {self.limits.max_depth} levels)") from None
