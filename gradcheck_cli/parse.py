@@ -109,6 +109,18 @@ _COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "e
 _AUG = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_", ast.Pow: "pow_"}
 
 
+# What a pasted notebook line calls that gradcheck does itself: the hint after "unknown function".
+_HINTS = {
+    "backward": "gradcheck differentiates the last statement itself; leave backward() out "
+                "(backward(gradient=g) is --grad-output g)",
+    "print": "gradcheck shows the values and gradients itself; leave print out",
+    "tensor": "give values with -v, e.g. -v x=1,2 (and -v t=\"long([0, 2])\" for integers)",
+    "requires_grad_": "every variable gets requires_grad; hold one constant with --wrt",
+    "item": "gradcheck shows values itself; leave .item() out",
+    "zero_grad": "each check starts from zero gradients",
+}
+
+
 def _dotted(node: ast.AST) -> str | None:
     """`torch.nn.functional` for a chain of plain names, else None."""
     parts = []
@@ -319,7 +331,9 @@ class _Parser:
                                  "cannot lead into one)", self.source, line, joined.start(), joined.end()) from None
             raise InputError(f"syntax error: {err.msg}", self.source, line, col, max(end, col + 1)) from None
         except (RecursionError, MemoryError):
-            raise InputError(f"the expression nests too deeply (the limit is {self.limits.max_depth} levels)") from None
+            raise InputError(f"the expression nests too deeply for Python's parser (the limit is "
+                             f"{self.limits.max_depth} levels; a chain a + b + ... of some 3,000 terms or more "
+                             "is too long too: split it into statements, s1 = ...; s2 = ...; s1 + s2)") from None
         except ValueError as err:  # e.g. a NUL byte, or an integer literal past Python's digit limit
             raise InputError(f"the expression cannot be read: {err}") from None
 
@@ -421,6 +435,9 @@ class _Parser:
         if node.attr == "data":  # x.data: x's value without its history, as detach()
             return Call("detach", (self.expr(node.value),), self.span(node))
         self._check_name(node.attr, node)
+        if node.attr == "grad":
+            raise self.error("attribute '.grad' is not allowed: it is what gradcheck computes and shows; "
+                             "leave it out", node)
         raise self.error(f"attribute '.{node.attr}' is not allowed; only .T, .data and method calls such as "
                          f"x.sum() are", node)
 
@@ -494,7 +511,8 @@ class _Parser:
         spec = self.functions.get(name)
         if spec is None:
             kind = "method" if receiver is not None else "function"
-            raise self.error(f"unknown {kind} '{name}'; run 'gradcheck ops' for the list", func)
+            hint = _HINTS.get(name, "run 'gradcheck ops' for the list")
+            raise self.error(f"unknown {kind} '{name}'; {hint}", func)
         if spec.mutates and not getattr(self, "_inplace_ok", False):
             raise self.error(f"'{name}' changes a tensor in place: give it a statement of its own on a name "
                              f"(y.{name}(...)), or use the plain '{name[:-1]}' for a new value", func)
