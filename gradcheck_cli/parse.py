@@ -121,6 +121,9 @@ _HINTS = {
 }
 
 
+_CREATORS = ("tensor", "as_tensor", "ones", "zeros", "randn", "rand", "full", "arange", "linspace")
+
+
 def _dotted(node: ast.AST) -> str | None:
     """`torch.nn.functional` for a chain of plain names, else None."""
     parts = []
@@ -217,10 +220,10 @@ class _Parser:
         if isinstance(stmt, ast.Expr):
             if self._is_inplace_call(stmt.value):
                 return self._inplace_call(stmt, no_grad, span, text)
+            value = self.expr(stmt.value)  # a pasted print(...) is explained first
             if no_grad:
                 raise self.error("an expression under no_grad has no gradient to check; assign it to a name "
                                  "there (y = ...) and use the name after the block", stmt)
-            value = self.expr(stmt.value)
             self._note_inputs(value)
             return Statement(None, value, span, text)
         if isinstance(stmt, ast.Assign):
@@ -228,6 +231,7 @@ class _Parser:
                 raise self.error("assign to one name at a time, e.g. 'y = x + 2'", stmt.targets[1])
             target = stmt.targets[0]
             if isinstance(target, ast.Name):
+                self._check_creation(target.id, stmt.value)
                 value = self.expr(stmt.value)
                 self._note_inputs(value)
                 self._check_target(target.id, stmt)
@@ -245,6 +249,20 @@ class _Parser:
         if isinstance(stmt, ast.AugAssign):
             return self._augmented(stmt, no_grad, span, text)
         raise self.refuse(stmt)
+
+    def _check_creation(self, name: str, node: ast.expr) -> None:
+        """`x = torch.tensor([1., 2.], requires_grad=True)` from a notebook: say how to give x instead."""
+        if not isinstance(node, ast.Call):
+            return
+        func = _dotted(node.func) or ""
+        maker = func.split(".")[-1]
+        if maker not in _CREATORS or func.split(".")[0] not in ("torch", "t", maker):
+            return
+        keep = [ast.get_source_segment(self.source, a) or "" for a in node.args]
+        spec = keep[0] if maker in ("tensor", "as_tensor") and keep else f"{maker}({', '.join(keep)})"
+        raise self.error(f"'{name}' is an input: give its value with -v {name}=\"{spec}\" (gradcheck sets "
+                         f"requires_grad itself; --wrt picks which inputs get gradients) and leave this line out",
+                         node)
 
     def _augmented(self, stmt: ast.AugAssign, no_grad: bool, span: Span, text: str) -> Statement:
         method = _AUG.get(type(stmt.op))
