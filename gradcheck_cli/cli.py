@@ -366,6 +366,6 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
         click.echo(dumps([{"name": s.name, "signature": s.signature(), "group": s.group.value,
                            "complex_step": s.complex_ok, "doc": s.doc} for s in table.values()]))
         return
-    from .ops import OPS
     from .render.table import ops_table
-    _console().print(ops_table([*table.values(), OPS["getitem"], OPS["T"]]))
+    syntax_only = [row for row in load_table(plugins).values() if not row.named]  # x[i], x.T, a < b, ...
+    _console().print(ops_table([*table.values(), *syntax_only]))
