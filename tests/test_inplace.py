@@ -235,3 +235,17 @@ def test_inplace_misuse_is_refused_by_the_parser(expr, words, under):
     err = info.value
     assert words in err.message
     assert err.source.splitlines()[err.line - 1][err.col:err.end_col] == under
+
+
+def test_data_change_of_a_saved_tensor_is_caught_as_a_wrong_gradient():
+    """x.data bypasses torch's version check: PowBackward0 then uses the changed x, and torch's gradient
+    is silently wrong (4x instead of 2x). gradcheck's numeric side follows the maths, so the check fails."""
+    x = torch.tensor([0.5, 1.5], dtype=F64, requires_grad=True)
+    y1 = x ** 2
+    x.data *= 2
+    (y1 + 0 * x).sum().backward()
+    assert_allclose(x.grad.numpy(), [2.0, 6.0])  # torch: 2 · (2x), not 2x
+    result = check("y1 = x**2\nx.data *= 2\n(y1 + 0 * x).sum()", x=[0.5, 1.5])
+    assert not result.ok
+    assert_allclose(result.inputs["x"].analytic, x.grad.numpy(), rtol=0)
+    assert_allclose(result.inputs["x"].numeric, [1.0, 3.0], rtol=1e-12)
