@@ -201,3 +201,10 @@ def test_real_nesting_still_has_a_limit():
 def test_notebook_lines_explain_themselves(expr, words):
     with pytest.raises(InputError, match=re.escape(words)):
         parse(expr)
+
+
+def test_long_constants_stay_integers_in_json(gradcheck):
+    data = gradcheck.json("check", "cross_entropy(z, t)", "-v", "z=[[1, 2, 0.5], [0, 1, 3]]", "-v", "t=long([1, 2])")
+    assert data["constants"]["t"] == {"shape": [2], "value": [1, 2]}
+    assert all(isinstance(v, int) for v in data["constants"]["t"]["value"])
+    assert list(data["inputs"]) == ["z"]
