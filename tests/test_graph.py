@@ -134,6 +134,36 @@ def test_detached_inputs_and_constants_are_drawn_dashed(gradcheck):
     assert (mul, next(n for n, lab in dashed.items() if lab[0].startswith("detach"))) in into
 
 
+@pytest.mark.parametrize("expression, label", [
+    ("z = detach(x) * x; z.sum()", "detach(x)  (detached: no gradient)"),
+    ("z = x.detach() * x; z.sum()", "x.detach()  (detached: no gradient)"),
+    ("z = x.data * x; z.sum()", "x.data  (detached: no gradient)"),
+    ("with no_grad(): w = x * 2\nz = w * x; z.sum()", "w = x * 2  (under no_grad: no gradient)"),
+    ("with torch.no_grad():\n    w = x * 2\nz = w * x; z.sum()", "w = x * 2  (under no_grad: no gradient)"),
+    ("z = (x > 1.5) * x; z.sum()", "x > 1.5  (a mask: no gradient)"),
+])
+def test_every_way_of_holding_a_value_is_drawn_as_a_detached_input(gradcheck, expression, label):
+    """torch records no node for a value without history: the graph draws it, linked dashed from the op
+    that used it (MulBackward0), and that op's only autograd edge goes to x."""
+    nodes, edges = parse_dot(gradcheck("graph", expression, "-v", "x=1,2", "--dot", "-").stdout)
+    dashed = [n for n, (_, attrs) in nodes.items() if "dashed" in attrs]
+    assert [nodes[n][0][0] for n in dashed] == [label]
+    mul = next(n for n, (lines, _) in nodes.items() if lines[0].startswith("MulBackward0"))
+    assert [(b, "dashed" in attrs) for a, b, attrs in edges if a == mul] == [
+        (next(n for n, (lines, _) in nodes.items() if lines[0] == "AccumulateGrad (x)"), False), (dashed[0], True)]
+    data = gradcheck.json("graph", expression, "-v", "x=1,2")["graph"]
+    assert [n["kind"] for n in data["nodes"]].count("detached") == 1 and len(data["stops"]) == 1
+
+
+def test_values_with_history_are_not_drawn_as_detached(gradcheck):
+    """`y = x` under no_grad is x itself, and an in-place change through .data or under no_grad keeps
+    the name's own history: nothing is drawn dashed."""
+    for expression in ("with no_grad(): w = x\nz = w * x; z.sum()", "y = x * 3; y.data.mul_(2); (y * x).sum()",
+                       "y = x * 3\nwith no_grad(): y += 1\n(y * x).sum()"):
+        dot = gradcheck("graph", expression, "-v", "x=1,2", "--dot", "-").stdout
+        assert "dashed" not in dot, expression
+
+
 def test_text_tree_reads_well(gradcheck):
     text = gradcheck("graph", "y = x*2; y*y + detach(x)", "-v", "x=1,2").stdout
     assert "MulBackward0  y  [2] float64" in text
