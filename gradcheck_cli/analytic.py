@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from . import inplace
 from .errors import InputError
 from .evaluate import TorchBackend, Walker, is_finite
 from .graph import Dag, GraphNode, RecordingBackend, read_dag, read_graph
@@ -88,9 +89,25 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
 
     calls: list[tuple[Call, list[Any]]] = []
     out, env, leaves = _build(program, table, inputs, wrt, dtype, device, calls)
+    try:
+        return _differentiate(program, out, env, leaves, wrt, dtype, device, grad_output, order, fast,
+                              output_directions, calls)
+    except RuntimeError as err:  # torch refusing backward after an in-place change: the user's program
+        if not program.modified or not inplace.is_inplace_error(err):
+            raise
+        index = inplace.blame(program, lambda after: _build(program, table, inputs, wrt, dtype, device,
+                                                            after=after))
+        raise inplace.backward_error(program, err, index) from None
+
+
+def _differentiate(program: Program, out: Any, env: dict[str, Any], leaves: dict[str, Any],
+                   wrt: tuple[str, ...], dtype: Any, device: str, grad_output: np.ndarray | None, order: int,
+                   fast: bool | None, output_directions: Any, calls: list) -> Analytic:
+    import torch
+
     names = {id(t): name for name, t in leaves.items()}
     graph = read_graph(out.grad_fn, names, produced_names(program, env))
-    inter = _distinct_intermediates(program, env, out)
+    inter = tuple(n for n in _distinct_intermediates(program, env, out) if n not in program.modified)
     targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
     mode, weights = _mode(out, grad_output, dtype, device)
     projection = None
@@ -170,16 +187,18 @@ def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> 
 
 
 def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
-           wrt: tuple[str, ...], dtype: Any, device: str,
-           calls: list | None = None, backend: TorchBackend | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+           wrt: tuple[str, ...], dtype: Any, device: str, calls: list | None = None,
+           backend: TorchBackend | None = None,
+           after: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run the program in torch: (output, every binding, the leaf tensors).
 
     Plugin op calls are appended to `calls` as (node, every argument as the op received it) when a
-    list is given.
+    list is given; `after(index, env)` sees the bindings after each statement.
     """
     import torch
 
-    leaves = {name: torch.tensor(value, dtype=dtype, device=device, requires_grad=name in wrt)
+    leaves = {name: torch.tensor(value, dtype=torch.int64 if np.issubdtype(value.dtype, np.integer) else dtype,
+                                 device=device, requires_grad=name in wrt)
               for name, value in inputs.items()}
     env: dict[str, Any] = dict(leaves)
     def observe(node: Call, args: list[Any]) -> None:
@@ -189,6 +208,10 @@ def _build(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, n
     walker = Walker(program, table, backend or TorchBackend(dtype, device), observe)
 
     def check_finite(index: int, value: Any) -> None:
+        if program.statements[index].inplace:
+            inplace.check_aliases(program, index, env)
+        if after is not None:
+            after(index, env)
         if not is_finite(value):
             raise non_finite_error(program, index, value, str(dtype).replace("torch.", ""))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import unicodedata
 import zlib
 from typing import Any, Iterable, Mapping
 
@@ -15,10 +16,10 @@ from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientRe
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
-from .ops import OPS, OpSpec
+from .ops import CONSTANTS, OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .structured import Request, check_structured, expanded
-from .values import default_value, resolve
+from .values import default_value, is_integer, resolve
 from .evidence import element_check, one_sided, refuse_complex, unreliable_hint
 from .verdict import SAFETY, Evidence, Policy
 
@@ -97,7 +98,13 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     options.validate()
     table = load_table(options.plugins)
     program = parse(expression, table, options.limits)
+    values = {unicodedata.normalize("NFKC", k) if isinstance(k, str) else k: v for k, v in values.items()}
     unused = [name for name in values if name not in program.inputs]
+    builtin = [name for name in unused if name in CONSTANTS]
+    if builtin:
+        raise InputError(f"'{builtin[0]}' is a built-in constant in expressions ({builtin[0]} = "
+                         f"{CONSTANTS[builtin[0]]!r}), so a value given for it is never used; name your "
+                         f"variable something else")
     if unused:
         hint = " (it is assigned in the expression)" if unused[0] in program.intermediates else ""
         raise InputError(f"variable '{unused[0]}' is given a value but the expression does not use it{hint}; "
@@ -109,8 +116,12 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     for name in program.inputs:
         raw = resolve(values[name], name, options.seed, options.limits) if name in values \
             else default_value(name, options.seed)
-        inputs[name] = round_to_dtype(raw, options.dtype, name)
-    wrt = program.inputs if options.wrt is None else options.wrt
+        inputs[name] = raw if is_integer(raw) else round_to_dtype(raw, options.dtype, name)
+    integers = [name for name in program.inputs if is_integer(inputs[name])]
+    named = [name for name in options.wrt or () if name in integers]
+    if named:
+        raise InputError(f"--wrt names '{named[0]}', an integer tensor (long); integers have no gradient")
+    wrt = tuple(n for n in program.inputs if n not in integers) if options.wrt is None else options.wrt
     missing = [name for name in wrt if name not in program.inputs]
     if missing:
         raise InputError(f"--wrt names '{missing[0]}', which the expression does not use; its variables are: "

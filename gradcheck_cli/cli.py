@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import sys
+import unicodedata
 from typing import Any, Callable
 
 import click
@@ -25,7 +26,8 @@ class VarSpec(click.ParamType):
             return value
         name, sep, spec = value.partition("=")
         name = name.strip()
-        if not sep or not _NAME.match(name):
+        name = unicodedata.normalize("NFKC", name)  # as Python reads names in the expression (α, ﬁ)
+        if not sep or not (_NAME.match(name) or (name.isidentifier() and not name.startswith("_"))):
             self.fail(f"expected NAME=SPEC such as a=2,3 or w=randn(3,4), got {value!r}", param, ctx)
         return name, spec
 
@@ -508,6 +510,6 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
         click.echo(dumps([{"name": s.name, "signature": s.signature(), "group": s.group.value,
                            "complex_step": s.complex_ok, "doc": s.doc} for s in table.values()]))
         return
-    from .ops import OPS
     from .render.table import ops_table
-    _console().print(ops_table([*table.values(), OPS["getitem"], OPS["T"]]))
+    syntax_only = [row for row in load_table(plugins).values() if not row.named]  # x[i], x.T, a < b, ...
+    _console().print(ops_table([*table.values(), *syntax_only]))

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .evaluate import TorchBackend
+from .ir import Statement
 
 MAX_GRAPH_DEPTH = 200  # deeper branches end in a "…" node, so JSON and rendering stay bounded
 
@@ -111,7 +112,8 @@ def iter_nodes(root: GraphNode):
 
 
 def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """Text inside a DOT string: a line break of a many-line program becomes DOT's own \\n."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r\n", "\n").replace("\n", "\\n")
 
 
 def to_dict(root: GraphNode | None) -> dict | None:
@@ -217,14 +219,15 @@ def walk_dag(grad_fn: Any) -> tuple[list[Any], list[tuple[int, int]], set[int]]:
 
 
 def read_dag(grad_fn: Any, names: Mapping[int, str], produced: Mapping[int, str],
-             no_grad: list[tuple[Any, str, str]] = (), grads: Mapping[int, np.ndarray] | None = None,
+             no_grad: list[tuple[Any, str, str, str]] = (), grads: Mapping[int, np.ndarray] | None = None,
              seed: str = "") -> Dag | None:
     """The DAG from the output's grad_fn.
 
     Args:
         names: id(leaf tensor) → variable name.
         produced: id(grad_fn) → the assigned name of the tensor it outputs.
-        no_grad: (consumer grad_fn, kind, label) for each input without gradient an op used.
+        no_grad: (consumer grad_fn, kind, label, why) for each input without gradient an op used
+            (RecordingBackend.no_grad_inputs).
         grads: id(node) → the gradient that flowed into it (--explain); rules are added then.
     """
     if grad_fn is None:
@@ -243,13 +246,12 @@ def read_dag(grad_fn: Any, names: Mapping[int, str], produced: Mapping[int, str]
                              grad=None if grads is None else grads.get(id(fn))))
     where = {id(fn): k for k, fn in enumerate(fns)}
     stops, seen = [], {}
-    for consumer, kind, label in no_grad:
+    for consumer, kind, label, why in no_grad:
         if id(consumer) not in where:
             continue
         if (kind, label) not in seen:
             seen[(kind, label)] = len(nodes)
-            nodes.append(DagNode(name="detach" if kind == "detached" else "constant", kind=kind,
-                                 variable=label if kind == "constant" else None,
+            nodes.append(DagNode(name=why, kind=kind, variable=label if kind == "constant" else None,
                                  text=label if kind == "detached" else ""))
         link = (where[id(consumer)], seen[(kind, label)])
         if link not in stops:
@@ -258,29 +260,42 @@ def read_dag(grad_fn: Any, names: Mapping[int, str], produced: Mapping[int, str]
 
 
 class RecordingBackend(TorchBackend):
-    """The torch backend, remembering which op used which tensor and what detach() produced, so the
-    graph can show the inputs that get no gradient (autograd keeps no trace of them)."""
+    """The torch backend, remembering which op used which tensor and which values it held without
+    history (detach(), x.data, a comparison's mask, a name assigned under no_grad), so the graph can
+    show the inputs that get no gradient (autograd keeps no trace of them)."""
+
+    TEXT_LIMIT = 40  # a longer no_grad statement is shown by its name
 
     def __init__(self, dtype: Any, device: Any, source: str):
         super().__init__(dtype, device)
         self.lines = source.splitlines()
         self.uses: list[tuple[Any, list[Any]]] = []
-        self.detached: dict[int, tuple[Any, str]] = {}
+        self.detached: dict[int, tuple[Any, str, str]] = {}
 
     def apply(self, spec: Any, args: list[Any]) -> Any:
         out = super().apply(spec, args)
-        self.uses.append((out, [a for a in args if hasattr(a, "requires_grad")]))
+        self.uses.append((out, [a for a in _tensors(args) if hasattr(a, "requires_grad")]))
         return out
 
-    def detach(self, node: Any, value: Any) -> Any:
-        out = super().detach(node, value)
-        span = node.span
-        text = self.lines[span.line - 1][span.col:span.end_col] if 0 < span.line <= len(self.lines) else "detach"
-        self.detached[id(out)] = (out, text)  # the tensor is kept, so its id stays its own
+    def hold(self, key: Any, compute: Any) -> Any:
+        """A value without history: a Call (detach, .data, a comparison) or a no_grad Statement."""
+        out = super().hold(key, compute)
+        if getattr(out, "requires_grad", True):
+            return out  # a number, or a tensor that still has its history
+        if isinstance(key, Statement):
+            text = key.text if len(key.text) <= self.TEXT_LIMIT else key.target or "no_grad"
+            why = "no_grad"
+        else:
+            span = key.span
+            inside = 0 < span.line <= len(self.lines)
+            text = self.lines[span.line - 1][span.col:span.end_col] if inside else key.op
+            why = "detach" if key.op == "detach" else "mask"
+        self.detached[id(out)] = (out, text, why)  # the tensor is kept, so its id stays its own
         return out
 
-    def no_grad_inputs(self, constants: Mapping[str, Any]) -> list[tuple[Any, str, str]]:
-        """(consumer grad_fn, kind, label) for each detached value or named constant an op used."""
+    def no_grad_inputs(self, constants: Mapping[str, Any]) -> list[tuple[Any, str, str, str]]:
+        """(consumer grad_fn, kind, label, why) for each held value or named constant an op used; why is
+        detach, mask or no_grad for a held value, constant for a named one."""
         named = {id(t): name for name, t in constants.items() if hasattr(t, "requires_grad") and not t.requires_grad}
         found = []
         for out, args in self.uses:
@@ -290,16 +305,26 @@ class RecordingBackend(TorchBackend):
                 if arg.requires_grad:
                     continue
                 if id(arg) in self.detached:
-                    found.append((out.grad_fn, "detached", self.detached[id(arg)][1]))
+                    _, text, why = self.detached[id(arg)]
+                    found.append((out.grad_fn, "detached", text, why))
                 elif id(arg) in named:
-                    found.append((out.grad_fn, "constant", named[id(arg)]))
+                    found.append((out.grad_fn, "constant", named[id(arg)], "constant"))
         return found
+
+
+def _tensors(args: list[Any]) -> list[Any]:
+    """An op's arguments with the items of list and tuple arguments (cat's tensors, a tensor index)."""
+    out = []
+    for arg in args:
+        out.extend(arg if isinstance(arg, (list, tuple)) else [arg])
+    return out
 
 
 def node_label(node: DagNode) -> str:
     """`AddBackward0  y`, `AccumulateGrad (x)`, `detach(x)  (detached: no gradient)`, `constant b`."""
     if node.kind == "detached":
-        return f"{node.text or 'detach'}  (detached: no gradient)"
+        why = {"mask": "a mask", "no_grad": "under no_grad"}.get(node.name, "detached")
+        return f"{node.text or node.name}  ({why}: no gradient)"
     if node.kind == "constant":
         return f"constant {node.variable}  (no gradient)"
     text = node.name + (f" ({node.variable})" if node.variable else "") + (f"  {node.produces}" if node.produces else "")

@@ -56,7 +56,8 @@ class NumericEngine:
         self.values: dict[int, np.ndarray] = {}
         recorder = NumpyBackend()
         self.envs: list[dict[str, np.ndarray]] = []  # envs[k]: bindings after statement k-1
-        env = {name: np.asarray(v, dtype=np.float64)[None] for name, v in inputs.items()}
+        env = {name: (np.asarray(v) if np.issubdtype(np.asarray(v).dtype, np.integer)
+                      else np.asarray(v, dtype=np.float64))[None] for name, v in inputs.items()}
         self.envs.append(dict(env))
         sizes = [sum(v.size for v in env.values())]
 

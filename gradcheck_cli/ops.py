@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import ops_nn as nn
 from .errors import InputError
 
 
@@ -65,6 +66,7 @@ class Kind(enum.Enum):
     NUMBER = "number"    # float or None
     SHAPE = "shape"      # varargs ints, or one tuple of ints
     ANY = "tensor or literal"  # plugin ops: a literal stays a Python value, anything else is a tensor
+    TENSORS = "tensors"  # a tuple or list of tensor expressions (cat, stack)
 
 
 _REQUIRED = object()
@@ -103,6 +105,7 @@ class OpSpec:
     scalars: bool = False  # implementations take Python numbers for tensor params as they are
     origin: str | None = None  # the plugin that defined the op; None for built-ins
     sympy: Callable[..., Any] | None = None  # on object arrays of sympy expressions (see above)
+    mutates: bool = False  # an in-place method (x.mul_(2)): a statement of its own, on a name
 
     @property
     def tensor_params(self) -> tuple[Param, ...]:
@@ -318,7 +321,7 @@ def _getitem(x, index):
 
 
 def _np_getitem(x, index):
-    return _output(x, index) if isinstance(x, tuple) else x[(slice(None), *index)]
+    return _output(x, index) if isinstance(x, tuple) else x[nn.np_index(index)]
 
 
 # ---- sympy forms: object arrays of sympy expressions, batched as above (see the module docstring) ----
@@ -575,7 +578,7 @@ def _t_clamp(x, lo, hi):
 
 
 def _np_detach(x):
-    raise AssertionError("detach is evaluated by the walker, which holds the unperturbed value")
+    return x  # the walker holds the value at the unperturbed point (a stop-gradient)
 
 
 X = Param("x")
@@ -663,19 +666,80 @@ _ROWS: tuple[OpSpec, ...] = (
            _np_reshape, Group.SHAPE, "same elements, new shape (one -1 allowed)"),
     OpSpec("view", (X, Param("shape", Kind.SHAPE)), lambda x, shape: x.view(shape),
            _np_reshape, Group.SHAPE, "as reshape, on a contiguous tensor"),
-    OpSpec("flatten", (X,), lambda x: x.reshape(-1), lambda x: x.reshape(x.shape[0], -1),
-           Group.SHAPE, "all elements as a 1-D tensor"),
+    OpSpec("flatten", (X, Param("start_dim", Kind.INT, 0), Param("end_dim", Kind.INT, -1)),
+           nn.t_flatten, nn.np_flatten, Group.SHAPE, "dims start_dim..end_dim merged into one (all by default)"),
+    OpSpec("unsqueeze", (X, Param("dim", Kind.INT)), lambda x, dim: torch.unsqueeze(x, dim),
+           nn.np_unsqueeze, Group.SHAPE, "a new dim of size 1 at dim"),
+    OpSpec("squeeze", (X, DIM_ALL), nn.t_squeeze, nn.np_squeeze, Group.SHAPE,
+           "dims of size 1 removed (all of them, or those named by dim)"),
+    OpSpec("cat", (Param("tensors", Kind.TENSORS), Param("dim", Kind.INT, 0)), nn.t_cat, nn.np_cat,
+           Group.SHAPE, "a tuple or list of tensors joined along an existing dim"),
+    OpSpec("stack", (Param("tensors", Kind.TENSORS), Param("dim", Kind.INT, 0)), nn.t_stack, nn.np_stack,
+           Group.SHAPE, "a tuple or list of tensors joined along a new dim"),
     OpSpec("transpose", (X, Param("dim0", Kind.INT, 0), Param("dim1", Kind.INT, 1)),
            lambda x, d0, d1: torch.transpose(x, d0, d1), _np_transpose, Group.SHAPE,
            "swap two dims (0 and 1 by default)"),
     OpSpec("T", (X,), _t_T, _np_T, Group.SHAPE, "dims reversed", named=False, syntax="x.T"),
     OpSpec("getitem", (X, Param("index", Kind.SHAPE)), _getitem, _np_getitem,
            Group.SHAPE, "indexing with ints and slices", named=False, syntax="x[i, a:b]"),
+    OpSpec("clone", (X,), lambda x: x.clone(), nn.np_clone, Group.ELEMENTWISE,
+           "a copy with its own memory (what in-place statements write to safely)"),
+    OpSpec("where", (Param("condition"), Param("input"), Param("other")), nn.t_where, nn.np_where,
+           Group.ELEMENTWISE, "input where condition is true, else other (condition: a mask)"),
+    OpSpec("linear", (X, Param("weight"), Param("bias", Kind.TENSOR, None)), nn.t_linear,
+           nn.linear(_np_matmul, _np_T, _align), Group.LINALG,
+           "x @ weight.T + bias, as torch.nn.functional.linear and nn.Linear",
+           sympy=nn.linear(_sy_matmul, _np_T, _align)),
+    OpSpec("mse_loss", (Param("input"), Param("target")), nn.t_mse_loss, nn.mse_loss(_np_mean, _align),
+           Group.REDUCTION, "mean((input - target) ** 2), as torch.nn.functional.mse_loss",
+           sympy=nn.mse_loss(_sy_mean, _align)),
+    OpSpec("cross_entropy", (Param("input"), Param("target")), nn.t_cross_entropy,
+           nn.cross_entropy(_np_log_softmax, _np_mean, _np_sum), Group.REDUCTION,
+           "torch.nn.functional.cross_entropy: logits against class indices (long) or probabilities",
+           sympy=nn.cross_entropy(_sy_log_softmax, _sy_mean, _sy_sum)),
     OpSpec("detach", (X,), lambda x: x.detach(), _np_detach, Group.STOP_GRADIENT,
            "stop-gradient: the value of x, held constant"),
 )
 
-OPS: dict[str, OpSpec] = {row.name: row for row in _ROWS}
+
+def _comparison(name: str, fn: Callable, symbol: str) -> OpSpec:
+    return OpSpec(name, (Param("a"), Param("b")), fn, nn.comparison(fn), Group.STOP_GRADIENT,
+                  f"a {symbol} b: a constant boolean mask (no gradient)", named=False, syntax=f"a {symbol} b",
+                  scalars=True)
+
+
+_COMPARISONS = (
+    _comparison("lt", operator.lt, "<"), _comparison("le", operator.le, "<="),
+    _comparison("gt", operator.gt, ">"), _comparison("ge", operator.ge, ">="),
+    _comparison("eq", operator.eq, "=="), _comparison("ne", operator.ne, "!="),
+)
+
+# Rows whose torch in-place method (name + "_") exists: x.mul_(2), and x *= 2 for the operators.
+_HAS_INPLACE = ("add", "sub", "mul", "div", "pow", "neg", "sin", "cos", "tan", "asin", "acos", "atan",
+                "sinh", "cosh", "tanh", "exp", "log", "log1p", "expm1", "sqrt", "abs", "sigmoid", "relu",
+                "clamp")
+
+
+def _inplace(row: OpSpec) -> OpSpec:
+    """The in-place method of a row: torch's own (so autograd records what torch records), and the
+    row's numpy/sympy form as a new value for the name (the walker rebinds it)."""
+    return OpSpec(f"{row.name}_", row.params, nn.t_inplace(f"{row.name}_"), nn.inplace(row.numpy), row.group,
+                  f"in place: x = {row.name}(x, ...)", complex_ok=row.complex_ok, domain=row.domain,
+                  sympy=None if row.sympy is None else nn.inplace(row.sympy), mutates=True)
+
+
+_BY_NAME = {row.name: row for row in _ROWS}
+_MUTATING = (
+    *(_inplace(_BY_NAME[name]) for name in _HAS_INPLACE),
+    OpSpec("zero_", (X,), nn.t_inplace("zero_"), nn.np_zero_, Group.ELEMENTWISE, "in place: every element 0",
+           mutates=True),
+    OpSpec("fill_", (X, Param("value", Kind.NUMBER)), nn.t_inplace("fill_"), nn.np_fill_, Group.ELEMENTWISE,
+           "in place: every element set to value", mutates=True),
+    OpSpec("setitem", (X, Param("index", Kind.SHAPE), Param("value")), nn.t_setitem, nn.np_setitem,
+           Group.SHAPE, "x[index] = value, in place", named=False, syntax="x[i] = v", mutates=True),
+)
+
+OPS: dict[str, OpSpec] = {row.name: row for row in (*_ROWS, *_COMPARISONS, *_MUTATING)}
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 import textwrap
 import warnings
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from .errors import InputError, Span
+from .ir import Call, Name, Node, Num, Program, Statement, _arg_nodes, _names, _ops, _walk  # noqa: F401
 from .ops import CONSTANTS, Kind, OpSpec, OPS, functions
+from .statements import _NAMESPACES, StatementParser, _dotted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,51 +35,6 @@ DEFAULT_LIMITS = Limits()
 MAX_DIMS = 63  # numpy's and torch's 64, less the batch axis the numeric engine adds
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Num:
-    value: float
-    span: Span
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Name:
-    id: str
-    span: Span
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Call:
-    """An op applied to arguments in its parameter order: nodes for tensors, literals otherwise."""
-
-    op: str
-    args: tuple[Any, ...]
-    span: Span
-
-
-Node = Union[Num, Name, Call]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Statement:
-    target: str | None   # the assigned name, or None for a bare expression
-    value: Node
-    span: Span
-    text: str            # the statement's source, for messages
-
-
-@dataclasses.dataclass(frozen=True)
-class Program:
-    source: str
-    statements: tuple[Statement, ...]
-    inputs: tuple[str, ...]         # free names, in order of first use
-    intermediates: tuple[str, ...]  # assigned names, in order
-    ops: frozenset[str]             # every op the program uses
-
-    @property
-    def output(self) -> Statement:
-        return self.statements[-1]
-
-
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
            ast.MatMult: "matmul"}
 
@@ -85,7 +43,7 @@ _CONSTRUCT_NAMES = {
     "Lambda": "lambda", "ListComp": "a list comprehension", "SetComp": "a set comprehension",
     "DictComp": "a dict comprehension", "GeneratorExp": "a generator expression",
     "NamedExpr": "the walrus operator :=", "JoinedStr": "an f-string", "Starred": "starred arguments",
-    "Compare": "a comparison", "BoolOp": "and/or", "IfExp": "a conditional expression",
+    "BoolOp": "and/or", "IfExp": "a conditional expression",
     "Dict": "a dict", "Set": "a set", "List": "a list", "Tuple": "a tuple", "Await": "await",
     "Yield": "yield", "YieldFrom": "yield", "Slice": "a slice", "FormattedValue": "an f-string",
     "Import": "import", "ImportFrom": "import", "FunctionDef": "def", "ClassDef": "class",
@@ -95,8 +53,21 @@ _CONSTRUCT_NAMES = {
     "Pass": "pass", "Break": "break", "Continue": "continue", "AsyncFunctionDef": "async def",
 }
 
-# Qualified spellings accepted as the plain function: torch.sin(x) is sin(x).
-_NAMESPACES = ("torch",)
+# Namespaces a learner may type that gradcheck does not need: its functions run on both sides.
+_FOREIGN = {"np": "numpy's", "numpy": "numpy's", "math": "math's", "t": "torch's (as t)"}
+_COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+
+
+# What a pasted notebook line calls that gradcheck does itself: the hint after "unknown function".
+_HINTS = {
+    "backward": "gradcheck differentiates the last statement itself; leave backward() out "
+                "(backward(gradient=g) is --grad-output g)",
+    "print": "gradcheck shows the values and gradients itself; leave print out",
+    "tensor": "give values with -v, e.g. -v x=1,2 (and -v t=\"long([0, 2])\" for integers)",
+    "requires_grad_": "every variable gets requires_grad; hold one constant with --wrt",
+    "item": "gradcheck shows values itself; leave .item() out",
+    "zero_grad": "each check starts from zero gradients",
+}
 
 
 def _char_col(line_text: str, byte_col: int) -> int:
@@ -104,7 +75,7 @@ def _char_col(line_text: str, byte_col: int) -> int:
     return len(line_text.encode("utf-8")[:byte_col].decode("utf-8", errors="replace"))
 
 
-class _Parser:
+class _Parser(StatementParser):
     def __init__(self, source: str, table: dict[str, OpSpec], limits: Limits):
         self.source = source
         self.lines = source.splitlines() or [""]
@@ -134,31 +105,6 @@ class _Parser:
 
     # ---- statements ----
 
-    def program(self) -> Program:
-        tree = self._ast()
-        self._check_depth(tree)
-        if not tree.body:
-            raise InputError("the expression is empty; give one, e.g. 'sin(x).sum()'")
-        if len(tree.body) > self.limits.max_statements:
-            raise self.error(f"too many statements ({len(tree.body)}; the limit is "
-                             f"{self.limits.max_statements}, raise it with --max-statements)", tree.body[-1])
-        statements, seen_inputs, assigned, used_ops = [], [], [], set()
-        for stmt in tree.body:
-            target, value_node = self._statement_parts(stmt)
-            value = self.expr(value_node)
-            for name_node in _names(value):
-                if name_node.id not in assigned and name_node.id not in seen_inputs:
-                    seen_inputs.append(name_node.id)
-            used_ops.update(_ops(value))
-            if target is not None:
-                self._check_target(target, stmt, seen_inputs, assigned)
-                assigned.append(target)
-            span = self.span(stmt)
-            text = self.lines[span.line - 1][span.col:span.end_col] if span.line - 1 < len(self.lines) else ""
-            statements.append(Statement(target, value, span, text.strip()))
-        return Program(self.source, tuple(statements), tuple(seen_inputs), tuple(assigned),
-                       frozenset(used_ops))
-
     def _ast(self) -> ast.Module:
         if len(self.source) > self.limits.max_length:
             raise InputError(f"the expression is {len(self.source)} characters long; the limit is "
@@ -172,40 +118,32 @@ class _Parser:
             line = err.lineno or 1
             col = max((err.offset or 1) - 1, 0)
             end = (err.end_offset - 1) if err.end_offset and err.end_lineno == line else col + 1
+            text = self.lines[line - 1] if line - 1 < len(self.lines) else ""
+            joined = re.search(r";\s*with\b", text)
+            if joined:  # y1 = x**2; with no_grad(): ... is not Python: a with block starts a line
+                raise InputError("a 'with' block starts its own line: put a newline before 'with' (a ';' "
+                                 "cannot lead into one)", self.source, line, joined.start(), joined.end()) from None
             raise InputError(f"syntax error: {err.msg}", self.source, line, col, max(end, col + 1)) from None
         except (RecursionError, MemoryError):
-            raise InputError(f"the expression nests too deeply (the limit is {self.limits.max_depth} levels)") from None
+            raise InputError(f"the expression nests too deeply for Python's parser (the limit is "
+                             f"{self.limits.max_depth} levels; a chain a + b + ... of some 3,000 terms or more "
+                             "is too long too: split it into statements, s1 = ...; s2 = ...; s1 + s2)") from None
         except ValueError as err:  # e.g. a NUL byte, or an integer literal past Python's digit limit
             raise InputError(f"the expression cannot be read: {err}") from None
 
     def _check_depth(self, tree: ast.AST) -> None:
-        """Refuse deep nesting before any recursive walk (iterative, so it cannot overflow)."""
+        """Refuse deep nesting before any recursive walk (iterative, so it cannot overflow). A chain of
+        binary operators (`a + b + c + ...`, which Python nests to the left) is one level, not one a term:
+        the parser and the walker both go down such chains by iteration."""
         stack = [(tree, 0)]
         while stack:
             node, depth = stack.pop()
             if depth > self.limits.max_depth:
                 raise self.error(f"the expression nests deeper than {self.limits.max_depth} levels "
                                  "(raise it with --max-depth)", node)
-            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-
-    def _statement_parts(self, stmt: ast.stmt) -> tuple[str | None, ast.expr]:
-        if isinstance(stmt, ast.Expr):
-            return None, stmt.value
-        if isinstance(stmt, ast.Assign):
-            if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
-                raise self.error("assign to one plain name, e.g. 'y = x + 2'", stmt.targets[0])
-            return stmt.targets[0].id, stmt.value
-        raise self.refuse(stmt)
-
-    def _check_target(self, target: str, stmt: ast.Assign, inputs: list[str], assigned: list[str]) -> None:
-        node = stmt.targets[0]
-        self._check_name(target, node)
-        if target in assigned:
-            raise self.error(f"'{target}' is assigned twice; give each intermediate its own name", node)
-        if target in inputs:
-            raise self.error(f"'{target}' is an input used before this line; assign to a new name", node)
-        if target in self.functions or target in CONSTANTS:
-            raise self.error(f"'{target}' is a built-in name; assign to another name", node)
+            for child in ast.iter_child_nodes(node):
+                chain = isinstance(node, ast.BinOp) and child is node.left and isinstance(child, ast.BinOp)
+                stack.append((child, depth if chain else depth + 1))
 
     def _check_name(self, name: str, node: ast.AST) -> None:
         if name.startswith("_"):
@@ -238,16 +176,31 @@ class _Parser:
         return Name(node.id, self.span(node))
 
     def binop(self, node: ast.BinOp) -> Node:
-        op = _BINOPS.get(type(node.op))
+        spine = []  # a left-nested chain a + b - c ...: walked by iteration, left to right
+        while isinstance(node, ast.BinOp):
+            spine.append(node)
+            node = node.left
+        value = self.expr(node)
+        for current in reversed(spine):
+            op = _BINOPS.get(type(current.op))
+            if op is None:
+                symbol = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>",
+                          ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^"}.get(type(current.op), "this operator")
+                raise self.error(f"'{symbol}' is not supported; use + - * / ** @", current)
+            right = self.expr(current.right)
+            if op == "pow" and isinstance(right, Num) and abs(right.value) > self.limits.max_power:
+                raise self.error(f"the exponent {right.value:g} is larger than {self.limits.max_power:g} "
+                                 "(raise it with --max-power)", current.right)
+            value = Call(op, (value, right), self.span(current))
+        return value
+
+    def compare(self, node: ast.Compare) -> Node:
+        if len(node.ops) != 1:
+            raise self.error("chained comparisons are not supported; compare two values at a time", node)
+        op = _COMPARE.get(type(node.ops[0]))
         if op is None:
-            symbol = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>",
-                      ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^"}.get(type(node.op), "this operator")
-            raise self.error(f"'{symbol}' is not supported; use + - * / ** @", node)
-        right = self.expr(node.right)
-        if op == "pow" and isinstance(right, Num) and abs(right.value) > self.limits.max_power:
-            raise self.error(f"the exponent {right.value:g} is larger than {self.limits.max_power:g} "
-                             "(raise it with --max-power)", node.right)
-        return Call(op, (self.expr(node.left), right), self.span(node))
+            raise self.error("only < <= > >= == != compare values here", node)
+        return Call(op, (self.expr(node.left), self.expr(node.comparators[0])), self.span(node))
 
     def unaryop(self, node: ast.UnaryOp) -> Node:
         operand = self.expr(node.operand)
@@ -262,23 +215,38 @@ class _Parser:
     def attribute(self, node: ast.Attribute) -> Node:
         if node.attr == "T":
             return Call("T", (self.expr(node.value),), self.span(node))
+        if node.attr == "data":  # x.data: x's value without its history, as detach()
+            return Call("detach", (self.expr(node.value),), self.span(node))
         self._check_name(node.attr, node)
-        raise self.error(f"attribute '.{node.attr}' is not allowed; only .T and method calls such as "
+        if node.attr == "grad":
+            raise self.error("attribute '.grad' is not allowed: it is what gradcheck computes and shows; "
+                             "leave it out", node)
+        raise self.error(f"attribute '.{node.attr}' is not allowed; only .T, .data and method calls such as "
                          f"x.sum() are", node)
 
     def subscript(self, node: ast.Subscript) -> Node:
+        value = self.expr(node.value)
+        return Call("getitem", (value, self._index(node)), self.span(node))
+
+    def _index(self, node: ast.Subscript) -> tuple[Any, ...]:
         items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        index = tuple(self._index_item(item) for item in items)
-        return Call("getitem", (self.expr(node.value), index), self.span(node))
+        return tuple(self._index_item(item) for item in items)
 
     def _index_item(self, item: ast.expr) -> Any:
+        """An int or a slice of ints (literals), `...`, or a tensor: a mask (x > 0) or integer labels."""
         if isinstance(item, ast.Slice):
             parts = [None if p is None else self._int_literal(p, "a slice bound") for p in
                      (item.lower, item.upper, item.step)]
             if parts[2] is not None and parts[2] <= 0:
                 raise self.error("a slice step must be positive", item)
             return slice(*parts)
-        return self._int_literal(item, "an index")
+        if isinstance(item, ast.Constant) and item.value is Ellipsis:
+            return Ellipsis
+        literal = isinstance(item, ast.Constant) or (isinstance(item, ast.UnaryOp) and
+                                                    isinstance(item.operand, ast.Constant))
+        if literal:
+            return self._int_literal(item, "an index")
+        return self.expr(item)
 
     def _int_literal(self, node: ast.expr, what: str) -> int:
         value = self.literal(node)
@@ -309,8 +277,13 @@ class _Parser:
             name = func.id
         elif isinstance(func, ast.Attribute):
             name = func.attr
-            if isinstance(func.value, ast.Name) and func.value.id in _NAMESPACES:
+            prefix = _dotted(func.value)
+            root = prefix.split(".")[0] if prefix else None
+            if prefix in _NAMESPACES:
                 receiver = None
+            elif root in _FOREIGN and root not in self._variables():
+                raise self.error(f"{_FOREIGN[root]} namespace is not needed: write {name}(...) "
+                                 f"(gradcheck runs each function in torch and in numpy itself)", func.value)
             else:
                 receiver = func.value
         else:
@@ -321,7 +294,11 @@ class _Parser:
         spec = self.functions.get(name)
         if spec is None:
             kind = "method" if receiver is not None else "function"
-            raise self.error(f"unknown {kind} '{name}'; run 'gradcheck ops' for the list", func)
+            hint = _HINTS.get(name, "run 'gradcheck ops' for the list")
+            raise self.error(f"unknown {kind} '{name}'; {hint}", func)
+        if spec.mutates and not getattr(self, "_inplace_ok", False):
+            raise self.error(f"'{name}' changes a tensor in place: give it a statement of its own on a name "
+                             f"(y.{name}(...)), or use the plain '{name[:-1]}' for a new value", func)
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.refuse(arg)
@@ -330,6 +307,10 @@ class _Parser:
                 raise self.error("**kwargs is not allowed", kw.value)
         positional = ([receiver] if receiver is not None else []) + list(node.args)
         return Call(spec.name, self._bind(spec, positional, node), self.span(node))
+
+    def _variables(self) -> set[str]:
+        """Names the program has bound or read so far (a variable called `t` is not a namespace)."""
+        return set(getattr(self, "inputs", ())) | set(getattr(self, "assigned", ()))
 
     def _bind(self, spec: OpSpec, positional: list[ast.expr], node: ast.Call) -> tuple[Any, ...]:
         """Match arguments to the op's parameters; tensors become nodes, the rest literals."""
@@ -366,12 +347,18 @@ class _Parser:
 
     def _argument(self, spec: OpSpec, param, arg: Any) -> Any:
         if param.kind is Kind.TENSOR:
+            if isinstance(arg, ast.Constant) and arg.value is None and not param.required:
+                return None  # linear(x, w, None): the optional tensor left out
             return self.expr(arg)
         if param.kind is Kind.ANY:  # a plugin op's argument: a literal is passed as the Python value it is
             try:
                 return self.literal(arg)
             except InputError:
                 return self.expr(arg)
+        if param.kind is Kind.TENSORS:
+            if not isinstance(arg, (ast.Tuple, ast.List)) or not arg.elts:
+                raise self.error(f"{spec.name}() takes a tuple or list of tensors, e.g. {spec.name}((a, b))", arg)
+            return tuple(self.expr(elt) for elt in arg.elts)
         if param.kind is Kind.SHAPE:
             items = [self.literal(a) for a in arg]
             shape = items[0] if len(items) == 1 and isinstance(items[0], tuple) else tuple(items)
@@ -405,25 +392,8 @@ _EXPR_HANDLERS: dict[type, Callable[[_Parser, Any], Node]] = {
     ast.Call: _Parser.call,
     ast.Attribute: _Parser.attribute,
     ast.Subscript: _Parser.subscript,
+    ast.Compare: _Parser.compare,
 }
-
-
-def _walk(node: Node):
-    """Every node of a tree, iteratively."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        if isinstance(current, Call):
-            stack.extend(a for a in reversed(current.args) if isinstance(a, (Num, Name, Call)))
-
-
-def _names(node: Node) -> list[Name]:
-    return [n for n in _walk(node) if isinstance(n, Name)]
-
-
-def _ops(node: Node) -> set[str]:
-    return {n.op for n in _walk(node) if isinstance(n, Call)}
 
 
 def normalize(source: str) -> str:

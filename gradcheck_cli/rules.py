@@ -2,7 +2,7 @@
 
 A node receives the gradient of the output with respect to what it produced (g) and passes on g
 times its local derivative with respect to each input: the chain rule, one link at a time.
-Every class the op table can produce has its rule here (tests/test_explain.py builds each op and
+Every class the op table can produce has its rule here (tests/test_graph.py builds each op and
 checks); any other class (a plugin's Function, an op torch adds later) gets the generic line.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ RULES: dict[str, str] = {
     "MvBackward0": "d/dA (A@v) = outer(g, v), d/dv = A.T@g",
     "DotBackward0": "d/da (a·b) = b, d/db = a",
     "BmmBackward0": "d/dA (A@B) = g@B^T, d/dB = A^T@g per batch",
-    "AddmmBackward0": "d/dx (b + x@W.T) = g@W, d/dW = g.T@x, d/db = sum(g)",
+    "AddmmBackward0": "d/dA (b + A@B) = g@B.T, d/dB = A.T@g, d/db = g summed over rows",
     "UnsafeViewBackward0": "reshape: g reshaped back",
     # shape: gradients are moved, never scaled
     "ViewBackward0": "view/reshape: g reshaped back to x's shape",
@@ -86,7 +86,8 @@ RULES: dict[str, str] = {
     "IndexBackward0": "x[index]: g added at the indexed places, zeros elsewhere",
     "SqueezeBackward0": "squeeze: g with the unit dims put back",
     "SqueezeBackward1": "squeeze(dim): g with the unit dim put back",
-    "SqueezeBackward4": "squeeze(dims): g with the unit dims put back",
+    "SqueezeBackward2": "squeeze(dims): g with the unit dims put back",
+    "SqueezeBackward4": "squeeze_(dim) in place (linear on a vector): g with the unit dim put back",
     "UnsqueezeBackward0": "unsqueeze: the unit dim taken out of g",
     "ExpandBackward0": "broadcast: g summed over the broadcast dims",
     "CloneBackward0": "clone: g passed on unchanged",
@@ -102,8 +103,8 @@ RULES: dict[str, str] = {
     "SplitBackward0": "split: the pieces' gradients joined back",
     "CopySlices": "in-place write into a slice: g of the written part goes to the new value, the rest to the old",
     # losses
-    "MseLossBackward0": "d/dx mean((x - y)**2) = 2*(x - y)/N",
-    "NllLossBackward0": "d/dx_i -x[target] = -1 at the target (mean: /N), else 0",
+    "MseLossBackward0": "d/dx mean((x - y)**2) = 2*(x - y)/N, d/dy = -2*(x - y)/N",
+    "NllLossBackward0": "d/dx_i mean over rows of -x[target] = -1/N at each row's target, else 0",
 }
 
 

@@ -51,13 +51,20 @@ class _StructBackend(Backend):
 
     def apply(self, spec: OpSpec, args: list[Any]) -> Struct:
         tags = [a for a in args if isinstance(a, Struct)]
+        tags += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, Struct)]
         worst = max(tags, default=Struct.CONST)
         if worst is Struct.CONST:
             return Struct.CONST
         return worst if spec.group is Group.ELEMENTWISE else Struct.DENSE
 
-    def detach(self, node: Call, value: Any) -> Struct:
+    def hold(self, key: Any, compute: Any) -> Struct:
         return Struct.CONST
+
+    def shift(self, key: Any, current: Any, compute: Any) -> Any:
+        return current  # a change with no history adds a constant
+
+    def has_held(self, key: Any) -> bool:
+        return True
 
 
 def _tag(program: Program, table: Mapping[str, OpSpec], name: str, start: int) -> tuple[dict, Walker]:

@@ -23,7 +23,7 @@ from .errors import InputError
 from .evaluate import Backend, Walker
 from .numeric import NumericEngine
 from .ops import SYMPY_DIGITS, Group, OpSpec, _sy_real
-from .parse import Call, Name
+from .parse import Call, Name, _walk
 from .structure import plan, reduction_weights
 
 MAX_SYMBOLIC_ELEMENTS = 2_000       # derivative entries one call may compute (elements × outputs)
@@ -56,7 +56,13 @@ class SympyBackend(Backend):
         self._held_exact: dict[int, np.ndarray] = {}
 
     def exact(self, value: Any) -> np.ndarray:
-        """float64 values → an object array of Floats with the same values exactly."""
+        """float64 values → an object array of Floats with the same values exactly (integer tensors
+        stay integers: labels and indices; masks become exact 0/1)."""
+        array = np.asarray(value)
+        if np.issubdtype(array.dtype, np.integer):
+            return array
+        if array.dtype == bool:
+            return np.vectorize(lambda v: self.sympy.Integer(int(v)), otypes=[object])(array)
         float_ = self.sympy.Float
         out = np.empty(np.shape(value), dtype=object)
         flat = out.reshape(-1)
@@ -80,11 +86,17 @@ class SympyBackend(Backend):
                 args = [_grow(a, rank) if isinstance(a, np.ndarray) else a for a in args]
         return fn(*args)
 
-    def detach(self, node: Call, value: Any) -> Any:
-        key = id(node)
-        if key not in self._held_exact:
-            self._held_exact[key] = self.exact(self.held[key])
-        return self._held_exact[key]
+    def hold(self, key: Any, compute: Any) -> Any:
+        index = id(key)
+        if index not in self._held_exact:
+            self._held_exact[index] = self.exact(self.held[index])
+        return self._held_exact[index]
+
+    def shift(self, key: Any, current: Any, compute: Any) -> Any:
+        return current + self.hold(key, compute)
+
+    def has_held(self, key: Any) -> bool:
+        return True
 
     def _constant(self, spec: OpSpec, args: list[Any]) -> np.ndarray:
         """A plugin op on constants: its numpy form in float64, the result made exact again."""
@@ -109,16 +121,6 @@ def _depends(value: Any) -> bool:
 
 def _float_array(value: Any) -> Any:
     return _sy_real(value) if isinstance(value, np.ndarray) else float(value)
-
-
-class _HeldWalker(Walker):
-    """The walker, but a detach() node is its held value without its argument being walked: that
-    subtree is a constant, so a plugin op under it (which has no sympy form) is never evaluated."""
-
-    def call(self, node: Call, env: dict[str, Any]) -> Any:
-        if self.table[node.op].group is Group.STOP_GRADIENT:
-            return self.backend.detach(node, None)
-        return super().call(node, env)
 
 
 class _LazyEnv(dict):
@@ -251,7 +253,7 @@ class SymbolicEngine:
         object array of output elements."""
         env = _LazyEnv(self.numeric.envs[start], self._exact.setdefault(start, {}), self.backend)
         env[name] = batch
-        walker = _HeldWalker(self.program, self.table, self.backend)
+        walker = Walker(self.program, self.table, self.backend)
         out = np.asarray(walker.rerun(env, start, node, fallback=batch), dtype=object)
         return np.broadcast_to(out, (1,) + out_shape).reshape(-1)  # the batch axis has size 1
 
@@ -306,16 +308,8 @@ class SymbolicEngine:
 
 def _census(node: Any) -> tuple[int, set[str]]:
     """The op calls in an expression tree, and the names it reads."""
-    if isinstance(node, Name):
-        return 0, {node.id}
-    if not isinstance(node, Call):
-        return 0, set()
-    calls, names = 1, set()
-    for arg in node.args:
-        if isinstance(arg, (Call, Name)):
-            c, n = _census(arg)
-            calls, names = calls + c, names | n
-    return calls, names
+    nodes = list(_walk(node)) if isinstance(node, (Call, Name)) else []
+    return sum(isinstance(n, Call) for n in nodes), {n.id for n in nodes if isinstance(n, Name)}
 
 
 def _free(expr: Any) -> Any:

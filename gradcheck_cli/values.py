@@ -2,7 +2,8 @@
 
 A SPEC is a number `2` (a 0-d tensor), a comma list `2,3` (1-D), a nested list `[[1,2],[3,4]]`, or a
 generator `randn(3,4)`, `rand(2)`, `ones(2,2)`, `zeros(3)`, `full(2,3, value=0.5)`, `arange(4)`,
-`linspace(0,1,5)`. Random values come from a Generator seeded by (seed, variable name), so a variable's
+`linspace(0,1,5)`; `long(SPEC)` makes an int64 tensor (class labels, indices) that is never differentiated.
+Random values come from a Generator seeded by (seed, variable name), so a variable's
 value depends only on the seed, its name and its SPEC, never on the other variables.
 """
 from __future__ import annotations
@@ -51,9 +52,31 @@ def parse_spec(text: str, name: str, seed: int = 0, limits: Limits = DEFAULT_LIM
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise InputError(f"cannot read the value of '{name}': {_short(text)!r}; expected a number, "
                          "a comma list '2,3', a nested list '[[1,2],[3,4]]' or e.g. 'randn(3,4)'") from None
+    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "long":
+        return _long(tree, text, name, seed, limits)
     if isinstance(tree, ast.Call):
         return _generate(tree, text, name, seed, limits)
     return to_array(_literal(tree, text, name), name, limits)
+
+
+def _long(node: ast.Call, text: str, name: str, seed: int, limits: Limits) -> np.ndarray:
+    """long(SPEC): the SPEC's values as int64, as torch's .long(); they must be whole numbers."""
+    if len(node.args) != 1 or node.keywords:
+        raise InputError(f"long() takes one value, as long([0, 2]): '{name}' is {_short(text)!r}")
+    inner = node.args[0]
+    if isinstance(inner, ast.Call):
+        values = _generate(inner, text, name, seed, limits)
+    else:
+        values = to_array(_literal(inner, text, name), name, limits)
+    _check_finite(values, name)
+    if not np.all(values == np.floor(values)) or np.any(np.abs(values) > 2**53):
+        raise InputError(f"long() needs whole numbers: '{name}' is {_short(text)!r}")
+    return values.astype(np.int64)
+
+
+def is_integer(value: np.ndarray) -> bool:
+    """An integer tensor (from long()): a constant, never differentiated."""
+    return np.issubdtype(np.asarray(value).dtype, np.integer)
 
 
 def _short(text: str) -> str:
@@ -147,6 +170,12 @@ def _check_finite(array: np.ndarray, name: str) -> None:
 def to_array(value: Any, name: str, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """A Python number, (nested) list, numpy array or torch tensor → a float64 array."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+        if str(getattr(value, "dtype", "")) in ("torch.int64", "torch.int32", "torch.int16", "torch.int8",
+                                                 "torch.uint8"):
+            array = value.detach().cpu().numpy().astype(np.int64)  # labels: kept integer, as torch.long
+            _check_rank(array.ndim, name)
+            _check_size(array.size, name, limits)
+            return array
         value = value.detach().cpu().double().numpy()
     if isinstance(value, bool):
         raise InputError(f"'{name}' is a bool; give a number")

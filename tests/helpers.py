@@ -69,7 +69,11 @@ TORCH_DIRECT: dict[str, Callable[..., torch.Tensor]] = {
     "pow": operator.pow,
     "neg": operator.neg,
     "softplus": torch.nn.functional.softplus,
+    "clone": torch.clone,
 }
+
+F = torch.nn.functional
+_LABELS = torch.tensor([0, 2])
 
 # Rows that cannot be written `name(x)` / `name(a, b)` / `name(x, dim=1)`: (expr, shapes, torch fn).
 SPECIAL_CASES: dict[str, list[tuple[str, dict[str, tuple[int, ...]], Callable[..., torch.Tensor]]]] = {
@@ -84,7 +88,9 @@ SPECIAL_CASES: dict[str, list[tuple[str, dict[str, tuple[int, ...]], Callable[..
     "reshape": [("x.reshape(3, 2)", {"x": (2, 3)}, lambda x: x.reshape(3, 2)),
                 ("reshape(x, (2, -1))", {"x": (6,)}, lambda x: x.reshape(2, -1))],
     "view": [("x.view(6)", {"x": (2, 3)}, lambda x: x.view(6))],
-    "flatten": [("flatten(x)", {"x": (2, 3)}, torch.flatten)],
+    "flatten": [("flatten(x)", {"x": (2, 3)}, torch.flatten),
+                ("flatten(x, 1)", {"x": (2, 3, 2)}, lambda x: torch.flatten(x, 1)),
+                ("x.flatten(0, 1)", {"x": (2, 2, 2)}, lambda x: x.flatten(0, 1))],
     "transpose": [("x.transpose(0, 1)", {"x": (2, 3)}, lambda x: torch.transpose(x, 0, 1)),
                   ("transpose(x, 2, 0)", {"x": (2, 1, 3)}, lambda x: torch.transpose(x, 2, 0))],
     "T": [("x.T", {"x": (2, 3)}, lambda x: x.T)],
@@ -93,6 +99,35 @@ SPECIAL_CASES: dict[str, list[tuple[str, dict[str, tuple[int, ...]], Callable[..
                 ("x[0, ::2]", {"x": (2, 5)}, lambda x: x[0, ::2])],
     "detach": [("x * detach(x)", {"x": (3,)}, lambda x: x * x.detach()),
                ("x.detach() * sin(x)", {"x": (3,)}, lambda x: x.detach() * torch.sin(x))],
+    "unsqueeze": [("x.unsqueeze(0)", {"x": (2, 3)}, lambda x: x.unsqueeze(0)),
+                  ("unsqueeze(x, dim=-1)", {"x": (3,)}, lambda x: torch.unsqueeze(x, -1))],
+    "squeeze": [("x.squeeze()", {"x": (2, 1, 3)}, torch.squeeze),
+                ("squeeze(x, 0)", {"x": (1, 3)}, lambda x: torch.squeeze(x, 0)),
+                ("x.squeeze(1)", {"x": (2, 3)}, lambda x: x.squeeze(1))],
+    "cat": [("cat((a, b))", {"a": (2, 3), "b": (1, 3)}, lambda a, b: torch.cat((a, b))),
+            ("torch.cat([a, b], dim=1)", {"a": (2, 1), "b": (2, 2)}, lambda a, b: torch.cat([a, b], dim=1))],
+    "stack": [("stack((a, b), dim=1)", {"a": (3,), "b": (3,)}, lambda a, b: torch.stack((a, b), dim=1)),
+              ("torch.stack([a, b])", {"a": (2, 2), "b": (2, 2)}, lambda a, b: torch.stack([a, b]))],
+    "where": [("where(c > 0.3, a, b)", {"c": (2, 3), "a": (2, 3), "b": (3,)},
+               lambda c, a, b: torch.where(c > 0.3, a, b)),
+              ("where(x > 0, x, 0.5 * x)", {"x": (4,)}, lambda x: torch.where(x > 0, x, 0.5 * x))],
+    "lt": [("x * (x < 0.3)", {"x": (2, 3)}, lambda x: x * (x < 0.3))],
+    "le": [("a * (a <= b)", {"a": (2, 3), "b": (3,)}, lambda a, b: a * (a <= b))],
+    "gt": [("where(a > b, a, b)", {"a": (2, 3), "b": (2, 3)}, lambda a, b: torch.where(a > b, a, b))],
+    "ge": [("x * (x >= 0.3)", {"x": (4,)}, lambda x: x * (x >= 0.3))],
+    "eq": [("x * (x == x.max(dim=1, keepdim=True))", {"x": (2, 3)},
+            lambda x: x * (x == x.max(dim=1, keepdim=True).values))],
+    "ne": [("x * (x != x.max())", {"x": (2, 3)}, lambda x: x * (x != x.max()))],
+    "linear": [("linear(x, w, b)", {"x": (2, 3), "w": (4, 3), "b": (4,)}, F.linear),
+               ("linear(x, w)", {"x": (3,), "w": (2, 3)}, F.linear),
+               ("F.linear(x, w, None)", {"x": (2, 2, 3), "w": (2, 3)}, F.linear)],
+    "mse_loss": [("a * mse_loss(a, b)", {"a": (2, 3), "b": (2, 3)}, lambda a, b: a * F.mse_loss(a, b)),
+                 ("a * F.mse_loss(b, a)", {"a": (3,), "b": (3,)}, lambda a, b: a * F.mse_loss(b, a))],
+    "cross_entropy": [
+        ("x[0] * cross_entropy(x, t)", {"x": (2, 3)}, lambda x: x[0] * F.cross_entropy(x, _LABELS)),
+        ("x * cross_entropy(x, t)", {"x": (3,)}, lambda x: x * F.cross_entropy(x, torch.tensor(1))),
+        ("x[0] * cross_entropy(x, p)", {"x": (2, 3), "p": (2, 3)},
+         lambda x, p: x[0] * F.cross_entropy(x, p))],
     "logsumexp": [("logsumexp(x, dim=1)", {"x": (2, 3)}, lambda x: torch.logsumexp(x, dim=1)),
                   ("x.logsumexp(dim=0, keepdim=True)", {"x": (2, 3)},
                    lambda x: torch.logsumexp(x, dim=0, keepdim=True))],
@@ -113,6 +148,13 @@ def torch_function(name: str) -> Callable[..., torch.Tensor] | None:
 
 # ---------------------------------------------------------------- one case per (row, spelling)
 
+# Integer constants some cases use (SPEC strings, as a user gives them); the torch functions close over them.
+CONSTANTS: dict[str, dict[str, str]] = {
+    "x[0] * cross_entropy(x, t)": {"t": "long([0, 2])"},
+    "x * cross_entropy(x, t)": {"t": "long(1)"},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class OpCase:
     """An expression with a non-scalar output, seeded inputs, and the same function in torch."""
@@ -121,6 +163,11 @@ class OpCase:
     expr: str
     inputs: dict[str, np.ndarray]
     torch_fn: Callable[..., torch.Tensor]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """What `check` is given: the inputs, and integer constants (long labels) where the case has any."""
+        return {**self.inputs, **CONSTANTS.get(self.expr, {})}
 
     @property
     def id(self) -> str:
@@ -165,6 +212,8 @@ def op_cases(table: dict[str, OpSpec] = OPS) -> list[OpCase]:
     """Every row of the op table as one or more OpCases, with seeded points in its domain."""
     cases = []
     for index, row in enumerate(table.values()):
+        if row.mutates:  # in-place methods are statements: tests/test_inplace.py runs them
+            continue
         specs = SPECIAL_CASES.get(row.name) or _generic(row)
         for k, (expr, shapes, fn) in enumerate(specs):
             inputs = points(row.domain, shapes, seed=1000 * index + k)
@@ -196,6 +245,7 @@ SYMPY_DIRECT: dict[str, Callable[..., Any]] = {
     "relu": lambda x: sympy.Max(x, 0),
     "softplus": lambda x: sympy.log(1 + sympy.exp(x)),
     "maximum": sympy.Max,
+    "clone": lambda x: x,
     "minimum": sympy.Min,
 }
 
@@ -210,7 +260,8 @@ def sympy_function(row: OpSpec) -> Callable[..., Any] | None:
 def sympy_rows(table: dict[str, OpSpec] = OPS) -> list[OpSpec]:
     """Elementwise rows whose parameters are all tensors: f(x) or f(a, b) of real numbers."""
     return [row for row in table.values()
-            if row.group is Group.ELEMENTWISE and all(p.kind is Kind.TENSOR for p in row.params)]
+            if row.group is Group.ELEMENTWISE and all(p.kind is Kind.TENSOR for p in row.params)
+            and len(row.params) <= 2 and not row.mutates]
 
 
 def sympy_gradients(row: OpSpec, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -134,6 +134,36 @@ def test_detached_inputs_and_constants_are_drawn_dashed(gradcheck):
     assert (mul, next(n for n, lab in dashed.items() if lab[0].startswith("detach"))) in into
 
 
+@pytest.mark.parametrize("expression, label", [
+    ("z = detach(x) * x; z.sum()", "detach(x)  (detached: no gradient)"),
+    ("z = x.detach() * x; z.sum()", "x.detach()  (detached: no gradient)"),
+    ("z = x.data * x; z.sum()", "x.data  (detached: no gradient)"),
+    ("with no_grad(): w = x * 2\nz = w * x; z.sum()", "w = x * 2  (under no_grad: no gradient)"),
+    ("with torch.no_grad():\n    w = x * 2\nz = w * x; z.sum()", "w = x * 2  (under no_grad: no gradient)"),
+    ("z = (x > 1.5) * x; z.sum()", "x > 1.5  (a mask: no gradient)"),
+])
+def test_every_way_of_holding_a_value_is_drawn_as_a_detached_input(gradcheck, expression, label):
+    """torch records no node for a value without history: the graph draws it, linked dashed from the op
+    that used it (MulBackward0), and that op's only autograd edge goes to x."""
+    nodes, edges = parse_dot(gradcheck("graph", expression, "-v", "x=1,2", "--dot", "-").stdout)
+    dashed = [n for n, (_, attrs) in nodes.items() if "dashed" in attrs]
+    assert [nodes[n][0][0] for n in dashed] == [label]
+    mul = next(n for n, (lines, _) in nodes.items() if lines[0].startswith("MulBackward0"))
+    assert [(b, "dashed" in attrs) for a, b, attrs in edges if a == mul] == [
+        (next(n for n, (lines, _) in nodes.items() if lines[0] == "AccumulateGrad (x)"), False), (dashed[0], True)]
+    data = gradcheck.json("graph", expression, "-v", "x=1,2")["graph"]
+    assert [n["kind"] for n in data["nodes"]].count("detached") == 1 and len(data["stops"]) == 1
+
+
+def test_values_with_history_are_not_drawn_as_detached(gradcheck):
+    """`y = x` under no_grad is x itself, and an in-place change through .data or under no_grad keeps
+    the name's own history: nothing is drawn dashed."""
+    for expression in ("with no_grad(): w = x\nz = w * x; z.sum()", "y = x * 3; y.data.mul_(2); (y * x).sum()",
+                       "y = x * 3\nwith no_grad(): y += 1\n(y * x).sum()"):
+        dot = gradcheck("graph", expression, "-v", "x=1,2", "--dot", "-").stdout
+        assert "dashed" not in dot, expression
+
+
 def test_text_tree_reads_well(gradcheck):
     text = gradcheck("graph", "y = x*2; y*y + detach(x)", "-v", "x=1,2").stdout
     assert "MulBackward0  y  [2] float64" in text
@@ -259,6 +289,22 @@ OP_EXPRESSIONS = [
     "max(a, dim=0)", "min(a)", "min(a, dim=0)", "logsumexp(a, dim=0)", "norm(a)", "norm(a, dim=0)",
     "norm(a, p=1.0)", "softmax(a)", "log_softmax(a)", "matmul(a, m)", "a[0] @ m", "a @ m[:, 0]",
     "reshape(a, -1)", "view(a, 6)", "flatten(a)", "transpose(a)", "a.T", "a[0]", "a[:, 1]", "detach(a) * a",
+    # the language grown for the notebooks
+    "clone(a)", "a.clone()", "unsqueeze(a, 0)", "squeeze(unsqueeze(a, 0))", "squeeze(unsqueeze(a, 1), 1)",
+    "squeeze(unsqueeze(a, 1), (1,))", "flatten(a, 0, 1)", "cat((a, b))", "cat([a, b], dim=1)", "stack((a, b))",
+    "stack([a, b], dim=2)", "where(a > b, a, b)", "where(a > 1, a, 0)", "(a < b) * a", "(a <= b) * a",
+    "(a >= b) * a", "(a == b) * a", "(a != b) * a", "linear(a, w)", "linear(a, w, v)", "linear(a[0], w)",
+    "linear(a[0], w, v)", "mse_loss(a, b)", "cross_entropy(a, t)", "cross_entropy(a[0], t[0])", "a[0][t]",
+    # in place: on a non-leaf, as torch requires
+    *(f"y = a * 0.5; y.{method}(); y" for method in (
+        "abs_", "acos_", "asin_", "atan_", "cos_", "cosh_", "sin_", "sinh_", "tan_", "tanh_", "exp_", "expm1_",
+        "log_", "log1p_", "neg_", "relu_", "sigmoid_", "sqrt_")),
+    *(f"y = a.clone(); y.{method}({arg}); y" for method in ("add_", "sub_", "mul_", "div_", "pow_")
+      for arg in ("b", "2")),
+    "y = a * 1; y.clamp_(0.6, 0.9); y", "y = a * 1; y.clamp_(min=0.6); y", "y = a * 1; y.clamp_(max=0.9); y",
+    "y = a * 1; y.zero_(); y + a", "y = a * 1; y.fill_(2); y + a", "y = a * 1; y[0] = b[0]; y",
+    "y = a * 1; y[0, 1] = 5; y", "y = a * 1; y[a > 1] = 0; y", "y = a * 1; y += b; y", "y = a * 1; y *= 2; y",
+    "y = a * 1; y.data.mul_(2); y", "y = a * 1\nwith no_grad(): y += 1\ny * a",
 ]
 
 
@@ -269,14 +315,20 @@ def test_every_node_the_op_table_produces_has_its_rule():
         program = parse(text, table)
         used |= program.ops
         env = {"a": torch.rand(2, 3, dtype=torch.float64) + 0.5, "b": torch.rand(2, 3, dtype=torch.float64) + 0.5,
-               "m": torch.rand(3, 2, dtype=torch.float64)}
+               "m": torch.rand(3, 2, dtype=torch.float64), "w": torch.rand(4, 3, dtype=torch.float64),
+               "v": torch.rand(4, dtype=torch.float64), "t": torch.tensor([0, 2])}  # t: class labels (long)
         for value in env.values():
-            value.requires_grad_(True)
+            value.requires_grad_(value.is_floating_point())
         from gradcheck_cli.evaluate import TorchBackend, Walker
         out = Walker(program, table, TorchBackend(torch.float64)).run(dict(env))
         classes |= set(torch_graph(out)[2])
     unused = sorted(set(functions(table)) - used)
     assert not unused, f"add an expression using {unused} to OP_EXPRESSIONS (and rules for its nodes to rules.py)"
+    grown = {"CloneBackward0", "UnsqueezeBackward0", "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2",
+             "SqueezeBackward4", "CatBackward0", "StackBackward0", "WhereBackward0", "AddmmBackward0", "MmBackward0",
+             "MseLossBackward0", "NllLossBackward0", "LogSoftmaxBackward0", "IndexBackward0", "CopySlices",
+             "IndexPutBackward0", "ZeroBackward0", "FillBackward2", "ClampBackward1"}
+    assert grown <= classes, f"the expressions no longer produce {sorted(grown - classes)}"
     missing = sorted(name for name in classes if rule(name) == GENERIC)
     assert not missing, f"add the local derivative rule of {missing} to gradcheck_cli/rules.py"
     assert rule("MyCustomBackward") == GENERIC

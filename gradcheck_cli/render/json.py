@@ -85,7 +85,9 @@ def check_dict(result: CheckResult) -> dict[str, Any]:
     if result.hessians:
         out["hessians"] = {name: gradient_dict(r) for name, r in result.hessians.items()}
     if result.constants:
-        out["constants"] = {name: {"shape": list(np.shape(v)), "value": plain(v)}
+        out["constants"] = {name: {"shape": list(np.shape(v)),  # long() labels stay integers
+                                   "value": np.asarray(v).tolist() if np.issubdtype(np.asarray(v).dtype, np.integer)
+                                   else plain(v)}
                             for name, v in result.constants.items()}
     if result.custom_ops:
         out["custom_ops"] = [{"op": r.op, "line": r.line, "column": r.col + 1, "ok": r.ok,
