@@ -90,8 +90,8 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     calls: list[tuple[Call, list[Any]]] = []
     out, env, leaves = _build(program, table, inputs, wrt, dtype, device, calls)
     try:
-        return _differentiate(program, out, env, leaves, wrt, dtype, device, grad_output, order, fast,
-                              output_directions, calls)
+        return _differentiate(program, table, out, env, leaves, wrt, dtype, device, grad_output, order, fast,
+                              output_directions, calls, structure)
     except RuntimeError as err:  # torch refusing backward after an in-place change: the user's program
         if not program.modified or not inplace.is_inplace_error(err):
             raise
@@ -100,9 +100,10 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         raise inplace.backward_error(program, err, index) from None
 
 
-def _differentiate(program: Program, out: Any, env: dict[str, Any], leaves: dict[str, Any],
-                   wrt: tuple[str, ...], dtype: Any, device: str, grad_output: np.ndarray | None, order: int,
-                   fast: bool | None, output_directions: Any, calls: list) -> Analytic:
+def _differentiate(program: Program, table: Mapping[str, OpSpec], out: Any, env: dict[str, Any],
+                   leaves: dict[str, Any], wrt: tuple[str, ...], dtype: Any, device: str,
+                   grad_output: np.ndarray | None, order: int, fast: bool | None, output_directions: Any,
+                   calls: list, structure: Any) -> Analytic:
     import torch
 
     names = {id(t): name for name, t in leaves.items()}

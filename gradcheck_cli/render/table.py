@@ -77,6 +77,10 @@ class FittedTable:
             yield Note(f"{', '.join(dropped)} left out to fit {options.max_width} columns (--json has every column)",
                        "gc.dim")
 
+    def __rich_measure__(self, console, options):
+        from rich.measure import Measurement
+        return Measurement.get(console, options, self.build(self.layouts[0], False)[0])
+
 
 class Note:
     """Plain text wrapped to the width with a hanging indent, so no wrapped line starts with an index
@@ -97,10 +101,6 @@ class Note:
         from rich.measure import Measurement
         longest = max((len(line) for line in self.text.split("\n")), default=0)
         return Measurement(min(longest, 20), longest)
-
-    def __rich_measure__(self, console, options):
-        from rich.measure import Measurement
-        return Measurement.get(console, options, self.build(self.layouts[0], False)[0])
 
 
 def gradient_table(r: GradientResult, mode: str, max_rows: int = DEFAULT_ROWS) -> FittedTable:
