@@ -37,6 +37,38 @@ class Analytic:
     # a projected Jacobian check: the output weights of each direction, shape (k, *output.shape);
     # gradients then hold one VJP a direction, shape (k, *target.shape)
     projection_weights: np.ndarray | None = None
+    backward_error: str = ""  # a plugin's backward raised: its gradients are nan, and this says why
+
+
+# Device types gradcheck can compute on, each with torch's own availability test.
+_DEVICE_BACKENDS = ("cpu", "cuda", "mps", "xpu")
+
+
+def check_device(name: str) -> None:
+    """Refuse a --device torch cannot use here, before any tensor is made. Raises InputError."""
+    import torch
+
+    hint = "use cpu, or cuda, cuda:N, mps or xpu where this torch build and machine have one"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown --device '{name}'; {hint}") from None
+    if device.type == "meta":
+        raise InputError("--device meta holds shapes but no values, so there is no gradient to compare; "
+                         "use cpu or a GPU")
+    if device.type not in _DEVICE_BACKENDS:
+        raise InputError(f"--device '{name}' is not a device gradcheck can compute on; {hint}")
+    if device.type == "cpu":
+        return
+    module = torch.backends.mps if device.type == "mps" else getattr(torch, device.type)
+    if not module.is_available():
+        raise InputError(f"--device {name}: this torch ({torch.__version__}) has no usable {device.type} "
+                         "device on this machine; use --device cpu, or a torch build with "
+                         f"{device.type} support")
+    count = getattr(getattr(torch, device.type), "device_count", lambda: 1)()
+    if device.index is not None and device.index >= count:
+        raise InputError(f"--device {name}: there {'is' if count == 1 else 'are'} only {count} "
+                         f"{device.type} device{'' if count == 1 else 's'} (indices 0 to {count - 1})")
 
 
 def _to_numpy(t: Any) -> np.ndarray:
@@ -90,17 +122,35 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
     if mode is Mode.JACOBIAN and output_directions is not None and (
             fast or (fast is None and _jacobian_size(out, targets) > MAX_JACOBIAN_ELEMENTS)):
         projection = output_directions(tuple(out.shape))
-        grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
-    elif mode is Mode.JACOBIAN:
-        grads = _jacobian(out, targets)
-    else:
-        raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
-        grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
+    plugin_code = any(table[op].origin is not None for op in program.ops)
+    failure = ""
+    try:
+        if projection is not None:
+            grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
+        elif mode is Mode.JACOBIAN:
+            grads = _jacobian(out, targets)
+        else:
+            raw = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
+            grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
+    except InputError:
+        raise
+    except Exception as err:  # a plugin's backward raised or returned a wrong shape: a failed check
+        if not plugin_code:
+            raise  # a built-in op's backward failing is gradcheck's bug: show it
+        failure = f"backward raised {type(err).__name__}: {_first_line(err)}"
+        lead = (len(projection),) if projection is not None else tuple(out.shape) if mode is Mode.JACOBIAN else ()
+        grads = [np.full(lead + tuple(t.shape), np.nan) for t in targets]
     gradients = dict(zip(list(wrt) + list(inter), grads))
     if order == 2 and mode is Mode.JACOBIAN:  # the second order itself: second_order.py
         raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
-                    gradients, inter, graph, tuple(calls), projection_weights=projection)
+                    gradients, inter, graph, tuple(calls), projection_weights=projection,
+                    backward_error=failure)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> tuple[str, ...]:
@@ -227,14 +277,20 @@ def _mode(out: Any, grad_output: np.ndarray | None, dtype: Any, device: str) -> 
 
     shape = tuple(out.shape)
     if grad_output is not None:
-        if tuple(grad_output.shape) != shape and grad_output.size != out.numel():
+        if tuple(grad_output.shape) != shape:  # as out.backward(gradient=g) refuses, never reshaped
             raise InputError(f"--grad-output has shape {list(grad_output.shape)} but the output has shape "
-                             f"{list(shape)}; give one value per output element")
-        weights = torch.tensor(grad_output.reshape(shape), dtype=dtype, device=device)
+                             f"{list(shape)}; give a gradient of the output's own shape, as "
+                             f"out.backward(gradient=g) needs (e.g. {_ones_spec(shape)})")
+        weights = torch.tensor(grad_output, dtype=dtype, device=device)
         return Mode.VJP, weights
     if out.numel() == 1:
         return Mode.GRADIENT, torch.ones_like(out)
     return Mode.JACOBIAN, None
+
+
+def _ones_spec(shape: tuple[int, ...]) -> str:
+    """A SPEC of ones with this shape, for messages."""
+    return "1" if not shape else f"ones({','.join(map(str, shape))})"
 
 
 def _jacobian_size(out: Any, targets: list[Any]) -> int:

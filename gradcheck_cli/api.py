@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .analytic import Mode, non_finite_error, run_analytic
+from .analytic import Mode, check_device, non_finite_error, run_analytic
 from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
                       element_result, projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
@@ -19,13 +19,14 @@ from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .values import default_value, resolve
 from .evidence import MAX_KINK_PROBES, MAX_NOTED_ELEMENTS, one_sided, refuse_complex, unreliable_hint
-from .verdict import SAFETY, Evidence, Policy, needs_more
+from .verdict import SAFETY, Evidence, Policy, Verdict, needs_more
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
 DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
 MAX_DIRECTIONS = 1_000
 FULL_CHECK_BUDGET = 2e11     # bytes through numpy (numeric.full_cost) above which auto goes projected, ~20 s
 METHOD_CHOICES = ("auto", *METHODS, TAYLOR)
+SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.manual_seed accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,9 @@ class CheckOptions:
     def validate(self) -> None:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise InputError(f"--seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
+                             f"(torch.manual_seed's range), not {self.seed}")
         if self.order not in (1, 2):
             raise InputError(f"--order must be 1 or 2, not {self.order}")
         if not 1 <= self.directions <= MAX_DIRECTIONS:
@@ -94,6 +98,7 @@ def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
 def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -> Prepared:
     """Parse, resolve values, validate --wrt. Raises InputError."""
     options.validate()
+    check_device(options.device)
     table = load_table(options.plugins)
     program = parse(expression, table, options.limits)
     unused = [name for name in values if name not in program.inputs]
@@ -225,6 +230,8 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                                       getattr(torch, options.dtype), options.device, weights,
                                       atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy,
                                       random_directions(options.seed, "order 2", options.directions, (2, total)))
+    if analytic.backward_error:  # every gradient is nan: say why on each element
+        results = {n: _backward_failed(r, analytic.backward_error) for n, r in results.items()}
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -239,9 +246,17 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
     )
 
 
+def _backward_failed(result: GradientResult, message: str) -> GradientResult:
+    """A result whose analytic side never came: every element fails with the backward's exception."""
+    shape = np.shape(result.decision.verdict)
+    decision = dataclasses.replace(result.decision, verdict=np.full(shape, Verdict.FAIL, dtype=np.int8),
+                                   reasons=np.full(shape, message, dtype=object))
+    return dataclasses.replace(result, decision=decision, diagnosis=message)
+
+
 def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
     """`count` random ±1 arrays of `shape` (int8, to stay small), the same for the same seed and name."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), 0x9E3779B9])
+    rng = np.random.default_rng([seed % 2**64, zlib.crc32(name.encode()), 0x9E3779B9])  # numpy: no negatives
     signs = rng.integers(0, 2, size=(count, *shape), dtype=np.int8)
     return np.subtract(np.multiply(signs, 2, out=signs), 1, out=signs)
 

@@ -213,6 +213,31 @@ def _console(stderr: bool = False):
     return Console(theme=THEME, stderr=stderr, highlight=False, width=width)
 
 
+# What the report's own symbols become on a stream that cannot encode them (PYTHONIOENCODING=ascii,
+# LANG=C on an old system); anything else is written as a \\uXXXX escape.
+_ASCII_FALLBACK = {"→": "->", "·": "*", "−": "-", "²": "^2", "³": "^3", "×": "x", "≈": "~=", "±": "+-",
+                   "≤": "<=", "≥": ">=", "δ": "d", "Σ": "sum", "…": ".", "—": "--", "–": "-", "§": "S"}
+
+
+def _ascii_fallback(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    text = err.object[err.start:err.end]
+    return "".join(_ASCII_FALLBACK.get(c, c.encode("ascii", "backslashreplace").decode()) for c in text), err.end
+
+
+def _safe_streams() -> None:
+    """Let stdout and stderr print on any encoding: a symbol they cannot encode gets a fallback."""
+    import codecs
+    codecs.register_error("gradcheck-fallback", _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "−≤·".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="gradcheck-fallback")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gradcheck-cli", prog_name="gradcheck")
 def main() -> None:
@@ -223,6 +248,7 @@ def main() -> None:
     Example:
       gradcheck check "3*a**3 - b**2" -v a=2,3 -v b=6,4 --grad-output 1,1
     """
+    _safe_streams()
 
 
 def _guard(fn: Callable) -> Callable:

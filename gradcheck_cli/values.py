@@ -61,16 +61,20 @@ def _short(text: str) -> str:
 
 
 def _literal(node: ast.AST, text: str, name: str) -> Any:
-    """Numbers and (nested) lists or tuples of numbers, iteratively checked by the whitelist."""
+    """Numbers and (nested) lists or tuples of numbers, checked by the whitelist.
+
+    A run of signs (`---2`) is read in a loop: the parser lets it be thousands long. Lists recurse,
+    but Python's parser refuses brackets nested past 200 levels first.
+    """
+    sign, original = 1.0, node
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = -sign if isinstance(node.op, ast.USub) else sign
+        node = node.operand
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return float(node.value) if abs(node.value) < 1e308 else math.inf
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal(node.operand, text, name)
-        if isinstance(value, float):
-            return -value if isinstance(node.op, ast.USub) else value
+        return sign * (float(node.value) if abs(node.value) < 1e308 else math.inf)
     if isinstance(node, ast.Name) and node.id in ("inf", "nan"):
-        return float(node.id)
-    if isinstance(node, (ast.List, ast.Tuple)):
+        return sign * float(node.id)
+    if isinstance(node, (ast.List, ast.Tuple)) and node is original:  # no sign before a list
         return [_literal(elt, text, name) for elt in node.elts]
     raise InputError(f"cannot read the value of '{name}': {_short(text)!r}; only numbers and lists of "
                      "numbers, or a generator such as randn(3), are allowed")

@@ -255,7 +255,7 @@ def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS, explain=None) 
     parts: list[RenderableType] = [
         Text.assemble(("gradcheck ", "gc.head"), result.expression),
         Text(f"output shape {list(result.output_shape)}"
-             + (f", value {_num(float(result.output_value))}" if result.output_value.size == 1 else ""),
+             + (f", value {_num(float(result.output_value.reshape(-1)[0]))}" if result.output_value.size == 1 else ""),
              style="gc.dim"),
     ]
     if result.constants:
