@@ -14,10 +14,11 @@ from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientRe
                       element_result, projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
 from .errors import InputError
+from .memory import check_case, check_inputs
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
-from .values import default_value, resolve
+from .values import default_value, resolve, spec_elements
 from .evidence import MAX_KINK_PROBES, MAX_NOTED_ELEMENTS, one_sided, refuse_complex, unreliable_hint
 from .verdict import SAFETY, Evidence, Policy, Verdict, needs_more
 
@@ -26,6 +27,7 @@ DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in 
 MAX_DIRECTIONS = 1_000
 FULL_CHECK_BUDGET = 2e11     # bytes through numpy (numeric.full_cost) above which auto goes projected, ~20 s
 METHOD_CHOICES = ("auto", *METHODS, TAYLOR)
+ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}  # bytes of one torch-side element
 SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.manual_seed accepts
 
 
@@ -85,6 +87,7 @@ class Prepared:
     inputs: dict[str, np.ndarray]       # every free variable, rounded to the dtype, as float64
     wrt: tuple[str, ...]
     specs: dict[str, Any]               # what the user gave, for the replay line
+    numeric_budget: int = 256 * 2**20   # bytes one batched numeric evaluation may use (memory.py)
 
 
 def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -98,9 +101,10 @@ def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
 def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -> Prepared:
     """Parse, resolve values, validate --wrt. Raises InputError."""
     options.validate()
-    check_device(options.device)
     table = load_table(options.plugins)
     program = parse(expression, table, options.limits)
+    if options.device != "cpu":  # torch is imported only once the expression has parsed
+        check_device(options.device)
     unused = [name for name in values if name not in program.inputs]
     if unused:
         hint = " (it is assigned in the expression)" if unused[0] in program.intermediates else ""
@@ -109,11 +113,15 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     if not program.inputs:
         raise InputError("the expression has no variables, so there is no gradient to check; "
                          "use a name such as x, e.g. 'sin(x).sum()'")
-    inputs = {}
-    for name in program.inputs:
-        raw = resolve(values[name], name, options.seed, options.limits) if name in values \
+    counts = [spec_elements(values[name]) for name in program.inputs if name in values]
+    given = sum(n for n in counts if n <= options.limits.max_elements)  # larger ones: --max-elements says so
+    check_inputs(0, "all of them together", given, options.limits.max_memory, ITEMSIZE[options.dtype])  # before making any
+    inputs, used = {}, 0
+    for name in program.inputs:  # each input refused before it is made if it takes them past --max-memory
+        raw = resolve(values[name], name, options.seed, options.limits, used) if name in values \
             else default_value(name, options.seed)
         inputs[name] = round_to_dtype(raw, options.dtype, name)
+        used += 8 * inputs[name].size
     wrt = program.inputs if options.wrt is None else options.wrt
     missing = [name for name in wrt if name not in program.inputs]
     if missing:
@@ -122,7 +130,10 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     if not wrt:
         raise InputError("--wrt is empty; name at least one variable")
     wrt = tuple(name for name in program.inputs if name in wrt)
-    return Prepared(program, table, inputs, wrt, dict(values))
+    need = check_case(program, table, inputs, wrt, ITEMSIZE[options.dtype],
+                      jacobian=options.grad_output is None and not options.fast,
+                      max_memory_mb=options.limits.max_memory)
+    return Prepared(program, table, inputs, wrt, dict(values), need.numeric_chunk)
 
 
 def load_table(plugins: Iterable[str]) -> Mapping[str, OpSpec]:
@@ -174,7 +185,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                             fast=options.fast if may_project else False,
                             output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape))
     method = choose_method(options.method, prep.program, prep.table)
-    engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
+    engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps, prep.numeric_budget)
     for index, value in engine.values.items():
         if not np.all(np.isfinite(value)):
             raise non_finite_error(prep.program, index, value, "float64")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -99,7 +100,9 @@ def _limit_options(fn: Callable) -> Callable:
                              ("max_length", "longest expression, in characters"),
                              ("max_depth", "deepest nesting of the expression"),
                              ("max_statements", "most statements in one expression"),
-                             ("max_power", "largest literal exponent")):
+                             ("max_power", "largest literal exponent"),
+                             ("max_memory", "memory one case may use (inputs, autograd, Jacobian, "
+                                            "numeric side), in MB")):
         default = getattr(DEFAULT_LIMITS, field)
         kind = float if isinstance(default, float) else int
         fn = click.option(f"--{field.replace('_', '-')}", type=kind, default=default, show_default=True,
@@ -184,8 +187,7 @@ def _options(kw: dict[str, Any]):
     """Click keyword arguments → CheckOptions (the library's own type)."""
     from .api import CheckOptions, split_names
     from .parse import Limits
-    limits = Limits(**{k: kw.pop(k) for k in ("max_elements", "max_length", "max_depth",
-                                               "max_statements", "max_power")})
+    limits = Limits(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Limits)})
     return CheckOptions(grad_output=kw.get("grad_output"), wrt=split_names(kw.get("wrt")),
                         seed=kw["seed"], dtype=kw["dtype"][0], method=kw.get("method", "auto"),
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
