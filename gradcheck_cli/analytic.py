@@ -73,7 +73,8 @@ def check_device(name: str) -> None:
 
 def _to_numpy(t: Any) -> np.ndarray:
     import torch
-    return t.detach().to("cpu", dtype=torch.float64).numpy()
+    # force: a double backward may hand back a ZeroTensor (abs's second derivative), which numpy() refuses
+    return t.detach().to("cpu", dtype=torch.float64).numpy(force=True)
 
 
 def _refused_backward_is_bad_input(run: Callable) -> Callable:

@@ -95,6 +95,8 @@ def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if wrt is None:
         return None
     items = wrt.split(",") if isinstance(wrt, str) else list(wrt)
+    if not all(isinstance(s, str) for s in items):
+        raise InputError(f"wrt names variables: give 'a,b' or a list of names, not {wrt!r}")
     return tuple(s.strip() for s in items if s.strip())
 
 

@@ -112,6 +112,9 @@ def _generate(node: ast.Call, text: str, name: str, seed: int, limits: Limits, u
     shape = tuple(int(a) for a in args)
     _check_rank(len(shape), name)
     _check_size(math.prod(shape), name, limits, used)
+    if math.prod(max(n, 1) for n in shape) > limits.max_elements:  # empty, but numpy still sizes the rest
+        raise InputError(f"'{name}' has a shape of {list(shape)}: its non-empty dims alone exceed the limit of "
+                         f"{limits.max_elements:,} elements (raise it with --max-elements)")
     rng = rng_for(seed, name)
     if func == "randn":
         return rng.normal(kwargs.get("mean", 0.0), kwargs.get("std", 1.0), size=shape)
