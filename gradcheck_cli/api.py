@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .analytic import Mode, check_device, non_finite_error, run_analytic
-from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
+from .compare import (DEFAULT_TOLERANCES, failed_with, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
                       element_result, projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
 from .errors import InputError
@@ -20,7 +20,7 @@ from .ops import OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .values import default_value, resolve, spec_elements
 from .evidence import MAX_KINK_PROBES, MAX_NOTED_ELEMENTS, one_sided, refuse_complex, unreliable_hint
-from .verdict import SAFETY, Evidence, Policy, Verdict, needs_more
+from .verdict import SAFETY, Evidence, Policy, needs_more
 
 DTYPES = tuple(DEFAULT_TOLERANCES)
 DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
@@ -236,7 +236,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                                 one_sided(engine, name, start, weights, unsure), hint)
             results[name] = element_result(name, value, evidence, atol, rtol, policy, numeric.error)
     hessians = {}
-    if options.order == 2:
+    if options.order == 2 and not analytic.backward_error:  # a backward that raised has no second order
         from .second_order import check_second_order
         total = sum(int(np.size(prep.inputs[n])) for n in prep.wrt)
         hessians = check_second_order(prep.program, prep.table, prep.inputs, prep.wrt,
@@ -244,7 +244,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                                       atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy,
                                       random_directions(options.seed, "order 2", options.directions, (2, total)))
     if analytic.backward_error:  # every gradient is nan: say why on each element
-        results = {n: _backward_failed(r, analytic.backward_error) for n, r in results.items()}
+        results = {n: failed_with(r, analytic.backward_error) for n, r in results.items()}
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -257,14 +257,6 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         graph=analytic.graph, replay=replay_command(prep, options, method), versions=versions(),
         custom_ops=reports, blame=blame_line(reports), hessians=hessians,
     )
-
-
-def _backward_failed(result: GradientResult, message: str) -> GradientResult:
-    """A result whose analytic side never came: every element fails with the backward's exception."""
-    shape = np.shape(result.decision.verdict)
-    decision = dataclasses.replace(result.decision, verdict=np.full(shape, Verdict.FAIL, dtype=np.int8),
-                                   reasons=np.full(shape, message, dtype=object))
-    return dataclasses.replace(result, decision=decision, diagnosis=message)
 
 
 def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
