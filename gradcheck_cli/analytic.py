@@ -77,6 +77,13 @@ def _to_numpy(t: Any) -> np.ndarray:
     return t.detach().to("cpu", dtype=torch.float64).numpy(force=True)
 
 
+def _torch_refused(err: BaseException) -> bool:
+    """torch itself refused what a backward returned (its count or a shape)."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("incorrect number of gradients" in text
+                                              or "returned an invalid gradient" in text)
+
+
 def _refused_backward_is_bad_input(run: Callable) -> Callable:
     """torch refusing what a custom Function's backward returned (its count or a shape) is one clear
     line, not a traceback; any other error passes through."""
@@ -135,9 +142,9 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
             grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     except InputError:
         raise
-    except Exception as err:  # a plugin's backward raised or returned a wrong shape: a failed check
-        if not plugin_code:
-            raise  # a built-in op's backward failing is gradcheck's bug: show it
+    except Exception as err:  # a plugin's backward raised: a failed check, naming the exception
+        if not plugin_code or _torch_refused(err):
+            raise  # a built-in op's failing is gradcheck's bug; torch refusing a count or shape is bad input
         failure = f"backward raised {type(err).__name__}: {_first_line(err)}"
         lead = (len(projection),) if projection is not None else tuple(out.shape) if mode is Mode.JACOBIAN else ()
         grads = [np.full(lead + tuple(t.shape), np.nan) for t in targets]

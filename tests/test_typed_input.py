@@ -156,10 +156,14 @@ def test_grad_output_of_the_right_shape_still_works(gradcheck):
 # ---------------------------------------------------------------- broken plugin code
 
 
-@pytest.mark.parametrize("op, named", [
-    ("raises", "backward raised ValueError: backward exploded"),
-    ("wrongshape", "backward raised RuntimeError: Function WrongShapeBackward returned an invalid gradient"),
-])
+def test_a_backward_torch_refuses_is_bad_input(gradcheck):
+    """A wrong shape: torch's own refusal, in one line (exit 2), as a wrong gradient count is."""
+    stderr = gradcheck.error("check", "wrongshape(x).sum()", "-v", "x=1,2", "--plugin", PLUGIN)
+    assert first_line(stderr).startswith("backward failed: Function WrongShapeBackward returned an invalid "
+                                         "gradient at index 0 - got [4] but expected shape compatible with [2]")
+
+
+@pytest.mark.parametrize("op, named", [("raises", "backward raised ValueError: backward exploded")])
 def test_broken_backward_is_a_failed_check(gradcheck, op, named):
     result = gradcheck("check", f"{op}(x).sum()", "-v", "x=1,2", "--plugin", PLUGIN, exit_code=1)
     assert named in result.stdout and "Traceback" not in result.stdout + result.stderr
@@ -183,11 +187,12 @@ def test_broken_double_backward_fails_only_the_hessian(gradcheck):
     assert not data["hessians"]["x"]["ok"]
 
 
-def test_broken_backward_in_a_batch_is_a_failure_not_an_error(gradcheck, tmp_path):
+def test_broken_backward_in_a_batch_fails_and_a_refused_one_errors(gradcheck, tmp_path):
     cases = tmp_path / "cases.txt"
     cases.write_text(f"raises(x).sum() -v x=1,2\nwrongshape(x).sum() -v x=1,2\nsin(x) -v x=1\n")
-    data = gradcheck.json("batch", str(cases), "--plugin", PLUGIN, exit_code=1)
-    assert [c["status"] for c in data["cases"]] == ["fail", "fail", "pass"]
+    data = gradcheck.json("batch", str(cases), "--plugin", PLUGIN, exit_code=2)
+    assert [c["status"] for c in data["cases"]] == ["fail", "error", "pass"]
+    assert data["cases"][1]["message"].startswith("backward failed: Function WrongShapeBackward")
     assert "backward raised ValueError" in str(data["cases"][0])
 
 
