@@ -42,11 +42,51 @@ class Analytic:
     # a structured Jacobian check (structured.py): the entries on each pattern and how its verification
     # went; gradients then hold the entries (1-D) where verified, the full Jacobian where not
     structured: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backward_error: str = ""  # a plugin's backward raised: its gradients are nan, and this says why
+
+
+# Device types gradcheck can compute on, each with torch's own availability test.
+_DEVICE_BACKENDS = ("cpu", "cuda", "mps", "xpu")
+
+
+def check_device(name: str) -> None:
+    """Refuse a --device torch cannot use here, before any tensor is made. Raises InputError."""
+    import torch
+
+    hint = "use cpu, or cuda, cuda:N, mps or xpu where this torch build and machine have one"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown --device '{name}'; {hint}") from None
+    if device.type == "meta":
+        raise InputError("--device meta holds shapes but no values, so there is no gradient to compare; "
+                         "use cpu or a GPU")
+    if device.type not in _DEVICE_BACKENDS:
+        raise InputError(f"--device '{name}' is not a device gradcheck can compute on; {hint}")
+    if device.type == "cpu":
+        return
+    module = torch.backends.mps if device.type == "mps" else getattr(torch, device.type)
+    if not module.is_available():
+        raise InputError(f"--device {name}: this torch ({torch.__version__}) has no usable {device.type} "
+                         "device on this machine; use --device cpu, or a torch build with "
+                         f"{device.type} support")
+    count = getattr(getattr(torch, device.type), "device_count", lambda: 1)()
+    if device.index is not None and device.index >= count:
+        raise InputError(f"--device {name}: there {'is' if count == 1 else 'are'} only {count} "
+                         f"{device.type} device{'' if count == 1 else 's'} (indices 0 to {count - 1})")
 
 
 def _to_numpy(t: Any) -> np.ndarray:
     import torch
-    return t.detach().to("cpu", dtype=torch.float64).numpy()
+    # force: a double backward may hand back a ZeroTensor (abs's second derivative), which numpy() refuses
+    return t.detach().to("cpu", dtype=torch.float64).numpy(force=True)
+
+
+def _torch_refused(err: BaseException) -> bool:
+    """torch itself refused what a backward returned (its count or a shape)."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("incorrect number of gradients" in text
+                                              or "returned an invalid gradient" in text)
 
 
 def _refused_backward_is_bad_input(run: Callable) -> Callable:
@@ -85,7 +125,6 @@ def run_analytic(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         InputError: a statement that is nan/inf, an output no variable reaches, a --grad-output of
             the wrong shape, or a Jacobian too large to build.
     """
-    import torch
 
     calls: list[tuple[Call, list[Any]]] = []
     out, env, leaves = _build(program, table, inputs, wrt, dtype, device, calls)
@@ -115,26 +154,41 @@ def _differentiate(program: Program, table: Mapping[str, OpSpec], out: Any, env:
     if mode is Mode.JACOBIAN and output_directions is not None and (
             fast or (fast is None and _jacobian_size(out, targets) > MAX_JACOBIAN_ELEMENTS)):
         projection = output_directions(tuple(out.shape))
-        grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
-    elif mode is Mode.JACOBIAN:
-        names = list(wrt) + list(inter)
-        found = {} if structure is None else _structured(program, table, out, env, dict(zip(names, targets)),
-                                                         structure, dtype, device)
-        built = [n for n in names if n not in found or not found[n].verified]
-        full = dict(zip(built, _jacobian(out, [targets[names.index(n)] for n in built]))) if built else {}
-        grads = [full[n] if n in full else found[n].values for n in names]
-    else:
-        # a scalar output's weight is 1: torch makes the same ones itself, and skips its one-time import
-        # of sympy (~0.5 s) that checking a given grad_output's shape costs in a fresh process
-        raw = torch.autograd.grad(out, targets, grad_outputs=None if mode is Mode.GRADIENT else weights,
-                                  retain_graph=True, allow_unused=True)
-        grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
+    plugin_code = any(table[op].origin is not None for op in program.ops)
+    failure = ""
+    found: dict[str, Any] = {}
+    try:
+        if projection is not None:
+            grads = _batched_vjp(out, targets, torch.tensor(projection, dtype=dtype, device=device))
+        elif mode is Mode.JACOBIAN:
+            names = list(wrt) + list(inter)
+            found = {} if structure is None else _structured(program, table, out, env,
+                                                             dict(zip(names, targets)), structure, dtype, device)
+            built = [n for n in names if n not in found or not found[n].verified]
+            full = dict(zip(built, _jacobian(out, [targets[names.index(n)] for n in built]))) if built else {}
+            grads = [full[n] if n in full else found[n].values for n in names]
+        else:
+            # a scalar output's weight is 1: torch makes the same ones itself, and skips its one-time import
+            # of sympy (~0.5 s) that checking a given grad_output's shape costs in a fresh process
+            raw = torch.autograd.grad(out, targets, grad_outputs=None if mode is Mode.GRADIENT else weights,
+                                      retain_graph=True, allow_unused=True)
+            grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
+    except InputError:
+        raise
+    except Exception as err:  # a plugin's backward raised: a failed check, naming the exception
+        if not plugin_code or _torch_refused(err):
+            raise  # a built-in op's failing is gradcheck's bug; torch refusing a count or shape is bad input
+        failure = f"backward raised {type(err).__name__}: {_first_line(err)}"
+        lead = (len(projection),) if projection is not None else tuple(out.shape) if mode is Mode.JACOBIAN else ()
+        grads = [np.full(lead + tuple(t.shape), np.nan) for t in targets]
+        found = {}
     gradients = dict(zip(list(wrt) + list(inter), grads))
     if order == 2 and mode is Mode.JACOBIAN:  # the second order itself: second_order.py
         raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
                     gradients, inter, graph, tuple(calls), projection_weights=projection,
-                    structured=found if mode is Mode.JACOBIAN and projection is None else {})
+                    structured=found if mode is Mode.JACOBIAN and projection is None else {},
+                    backward_error=failure)
 
 
 def _structured(program: Program, table: Mapping[str, OpSpec], out: Any, env: dict[str, Any],
@@ -166,6 +220,10 @@ def _structured(program: Program, table: Mapping[str, OpSpec], out: Any, env: di
     return {name: structured.extract(patterns[name], g, owned[name], signs, request.atol, request.rtol)
             for name, g in zip(names, grads)}
 
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _distinct_intermediates(program: Program, env: dict[str, Any], out: Any) -> tuple[str, ...]:
@@ -298,14 +356,20 @@ def _mode(out: Any, grad_output: np.ndarray | None, dtype: Any, device: str) -> 
 
     shape = tuple(out.shape)
     if grad_output is not None:
-        if tuple(grad_output.shape) != shape and grad_output.size != out.numel():
+        if tuple(grad_output.shape) != shape:  # as out.backward(gradient=g) refuses, never reshaped
             raise InputError(f"--grad-output has shape {list(grad_output.shape)} but the output has shape "
-                             f"{list(shape)}; give one value per output element")
-        weights = torch.tensor(grad_output.reshape(shape), dtype=dtype, device=device)
+                             f"{list(shape)}; give a gradient of the output's own shape, as "
+                             f"out.backward(gradient=g) needs (e.g. {_ones_spec(shape)})")
+        weights = torch.tensor(grad_output, dtype=dtype, device=device)
         return Mode.VJP, weights
     if out.numel() == 1:
         return Mode.GRADIENT, torch.ones_like(out)
     return Mode.JACOBIAN, None
+
+
+def _ones_spec(shape: tuple[int, ...]) -> str:
+    """A SPEC of ones with this shape, for messages."""
+    return "1" if not shape else f"ones({','.join(map(str, shape))})"
 
 
 def _jacobian_size(out: Any, targets: list[Any]) -> int:

@@ -10,16 +10,17 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .analytic import Mode, non_finite_error, run_analytic
+from .analytic import Mode, check_device, non_finite_error, run_analytic
 from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
-                      projected_result, taylor_result, versions)
+                      failed_with, projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
 from .errors import InputError
+from .memory import check_case, check_inputs
 from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
 from .ops import CONSTANTS, OPS, OpSpec
 from .parse import DEFAULT_LIMITS, Limits, Program, parse
 from .structured import Request, check_structured, expanded
-from .values import default_value, is_integer, resolve
+from .values import default_value, is_integer, resolve, spec_elements
 from .evidence import element_check, one_sided, refuse_complex, unreliable_hint
 from .verdict import SAFETY, Evidence, Policy
 
@@ -28,6 +29,8 @@ DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in 
 MAX_DIRECTIONS = 1_000
 FULL_CHECK_BUDGET = 2e11     # bytes through numpy (numeric.full_cost) above which auto goes projected, ~20 s
 METHOD_CHOICES = ("auto", *METHODS, TAYLOR)
+ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}  # bytes of one torch-side element
+SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.manual_seed accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,9 @@ class CheckOptions:
     def validate(self) -> None:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise InputError(f"--seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
+                             f"(torch.manual_seed's range), not {self.seed}")
         if self.order not in (1, 2):
             raise InputError(f"--order must be 1 or 2, not {self.order}")
         if not 1 <= self.directions <= MAX_DIRECTIONS:
@@ -83,6 +89,7 @@ class Prepared:
     inputs: dict[str, np.ndarray]       # every free variable, rounded to the dtype, as float64
     wrt: tuple[str, ...]
     specs: dict[str, Any]               # what the user gave, for the replay line
+    numeric_budget: int = 256 * 2**20   # bytes one batched numeric evaluation may use (memory.py)
 
 
 def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -90,6 +97,8 @@ def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if wrt is None:
         return None
     items = wrt.split(",") if isinstance(wrt, str) else list(wrt)
+    if not all(isinstance(s, str) for s in items):
+        raise InputError(f"wrt names variables: give 'a,b' or a list of names, not {wrt!r}")
     return tuple(s.strip() for s in items if s.strip())
 
 
@@ -99,6 +108,8 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     table = load_table(options.plugins)
     program = parse(expression, table, options.limits)
     values = {unicodedata.normalize("NFKC", k) if isinstance(k, str) else k: v for k, v in values.items()}
+    if options.device != "cpu":  # torch is imported only once the expression has parsed
+        check_device(options.device)
     unused = [name for name in values if name not in program.inputs]
     builtin = [name for name in unused if name in CONSTANTS]
     if builtin:
@@ -112,11 +123,15 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     if not program.inputs:
         raise InputError("the expression has no variables, so there is no gradient to check; "
                          "use a name such as x, e.g. 'sin(x).sum()'")
-    inputs = {}
-    for name in program.inputs:
-        raw = resolve(values[name], name, options.seed, options.limits) if name in values \
+    counts = [spec_elements(values[name]) for name in program.inputs if name in values]
+    given = sum(n for n in counts if n <= options.limits.max_elements)  # larger ones: --max-elements says so
+    check_inputs(0, "all of them together", given, options.limits.max_memory, ITEMSIZE[options.dtype])  # before making any
+    inputs, used = {}, 0
+    for name in program.inputs:  # each input refused before it is made if it takes them past --max-memory
+        raw = resolve(values[name], name, options.seed, options.limits, used) if name in values \
             else default_value(name, options.seed)
         inputs[name] = raw if is_integer(raw) else round_to_dtype(raw, options.dtype, name)
+        used += 8 * inputs[name].size
     integers = [name for name in program.inputs if is_integer(inputs[name])]
     named = [name for name in options.wrt or () if name in integers]
     if named:
@@ -129,7 +144,10 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     if not wrt:
         raise InputError("--wrt is empty; name at least one variable")
     wrt = tuple(name for name in program.inputs if name in wrt)
-    return Prepared(program, table, inputs, wrt, dict(values))
+    need = check_case(program, table, inputs, wrt, ITEMSIZE[options.dtype],
+                      jacobian=options.grad_output is None and not options.fast,
+                      max_memory_mb=options.limits.max_memory)
+    return Prepared(program, table, inputs, wrt, dict(values), need.numeric_chunk)
 
 
 def load_table(plugins: Iterable[str]) -> Mapping[str, OpSpec]:
@@ -188,7 +206,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
                             fast=options.fast if may_project else False,
                             output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape),
                             structure=structure)
-    engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps)
+    engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps, prep.numeric_budget)
     for index, value in engine.values.items():
         if not np.all(np.isfinite(value)):
             raise non_finite_error(prep.program, index, value, "float64")
@@ -231,13 +249,15 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
             results[name] = element_check(engine, name, start, value, gradient, numeric, weights, exact,
                                           atol, rtol, policy, hint)
     hessians = {}
-    if options.order == 2:
+    if options.order == 2 and not analytic.backward_error:  # a backward that raised has no second order
         from .second_order import check_second_order
         total = sum(int(np.size(prep.inputs[n])) for n in prep.wrt)
         hessians = check_second_order(prep.program, prep.table, prep.inputs, prep.wrt,
                                       getattr(torch, options.dtype), options.device, weights,
                                       atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy,
                                       random_directions(options.seed, "order 2", options.directions, (2, total)))
+    if analytic.backward_error:  # every gradient is nan: say why on each element
+        results = {n: failed_with(r, analytic.backward_error) for n, r in results.items()}
     reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
     return CheckResult(
         expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
@@ -254,7 +274,7 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
 
 def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
     """`count` random ±1 arrays of `shape` (int8, to stay small), the same for the same seed and name."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), 0x9E3779B9])
+    rng = np.random.default_rng([seed % 2**64, zlib.crc32(name.encode()), 0x9E3779B9])  # numpy: no negatives
     signs = rng.integers(0, 2, size=(count, *shape), dtype=np.int8)
     return np.subtract(np.multiply(signs, 2, out=signs), 1, out=signs)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -101,7 +102,9 @@ def _limit_options(fn: Callable) -> Callable:
                              ("max_length", "longest expression, in characters"),
                              ("max_depth", "deepest nesting of the expression"),
                              ("max_statements", "most statements in one expression"),
-                             ("max_power", "largest literal exponent")):
+                             ("max_power", "largest literal exponent"),
+                             ("max_memory", "memory one case may use (inputs, autograd, Jacobian, "
+                                            "numeric side), in MB")):
         default = getattr(DEFAULT_LIMITS, field)
         kind = float if isinstance(default, float) else int
         fn = click.option(f"--{field.replace('_', '-')}", type=kind, default=default, show_default=True,
@@ -186,8 +189,7 @@ def _options(kw: dict[str, Any]):
     """Click keyword arguments → CheckOptions (the library's own type)."""
     from .api import CheckOptions, split_names
     from .parse import Limits
-    limits = Limits(**{k: kw.pop(k) for k in ("max_elements", "max_length", "max_depth",
-                                               "max_statements", "max_power")})
+    limits = Limits(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Limits)})
     return CheckOptions(grad_output=kw.get("grad_output"), wrt=split_names(kw.get("wrt")),
                         seed=kw["seed"], dtype=kw["dtype"][0], method=kw.get("method", "auto"),
                         eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
@@ -215,6 +217,31 @@ def _console(stderr: bool = False):
     return Console(theme=THEME, stderr=stderr, highlight=False, width=width)
 
 
+# What the report's own symbols become on a stream that cannot encode them (PYTHONIOENCODING=ascii,
+# LANG=C on an old system); anything else is written as a \\uXXXX escape.
+_ASCII_FALLBACK = {"→": "->", "·": "*", "−": "-", "²": "^2", "³": "^3", "×": "x", "≈": "~=", "±": "+-",
+                   "≤": "<=", "≥": ">=", "δ": "d", "Σ": "sum", "…": ".", "—": "--", "–": "-", "§": "S"}
+
+
+def _ascii_fallback(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    text = err.object[err.start:err.end]
+    return "".join(_ASCII_FALLBACK.get(c, c.encode("ascii", "backslashreplace").decode()) for c in text), err.end
+
+
+def _safe_streams() -> None:
+    """Let stdout and stderr print on any encoding: a symbol they cannot encode gets a fallback."""
+    import codecs
+    codecs.register_error("gradcheck-fallback", _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "−≤·".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="gradcheck-fallback")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gradcheck-cli", prog_name="gradcheck")
 def main() -> None:
@@ -225,6 +252,7 @@ def main() -> None:
     Example:
       gradcheck check "3*a**3 - b**2" -v a=2,3 -v b=6,4 --grad-output 1,1
     """
+    _safe_streams()
 
 
 def _guard(fn: Callable) -> Callable:

@@ -302,3 +302,11 @@ def _finite_or_text(x: Any) -> Any:
     if x in (float("inf"), float("-inf")):
         return "inf" if x > 0 else "-inf"
     return x
+
+
+def failed_with(result: GradientResult, message: str) -> GradientResult:
+    """A result whose analytic side never came (a plugin's backward raised): every element fails, saying why."""
+    shape = np.shape(result.decision.verdict)
+    decision = dataclasses.replace(result.decision, verdict=np.full(shape, Verdict.FAIL, dtype=np.int8),
+                                   reasons=np.full(shape, message, dtype=object))
+    return dataclasses.replace(result, decision=decision, diagnosis=message)

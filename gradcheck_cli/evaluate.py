@@ -232,6 +232,11 @@ class Walker:
             message = explain_refusal(str(err), node) if spec.mutates else None
             raise InputError(message or f"{spec.name}: {_first_line(err)}", self.program.source, node.span.line,
                              node.span.col, node.span.end_col) from None
+        except Exception as err:  # a plugin's own code raised something else: its message, not a traceback
+            if spec.origin is None:
+                raise
+            raise InputError(f"{spec.name} (from {spec.origin}) raised {type(err).__name__}: {_first_line(err)}",
+                             self.program.source, node.span.line, node.span.col, node.span.end_col) from None
 
 
 def _never() -> Any:

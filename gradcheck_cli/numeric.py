@@ -201,7 +201,7 @@ class NumericEngine:
             for lo in range(0, len(jobs), per_call):
                 r, i = jobs[lo:lo + per_call].T
                 steps = np.array([offsets[a][b] for a, b in zip(r, i)], dtype=dtype)
-                batch = (base.reshape(1, -1) + steps[:, None] * v[i]).reshape((-1,) + base.shape)
+                batch = (base.reshape(1, -1) + steps[:, None] * v[i]).reshape((len(r),) + base.shape)
                 out = np.broadcast_to(f(batch), (len(r),) + out_shape).reshape(len(r), -1)
                 sums[r, i] = np.sum(out * w[i], axis=1)
             return list(sums)

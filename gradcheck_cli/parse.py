@@ -28,6 +28,7 @@ class Limits:
     max_statements: int = 500
     max_power: float = 1_000.0        # |literal exponent| in a ** b
     max_elements: int = 10_000_000    # elements of any one input tensor
+    max_memory: int = 4_096           # MB one case may use: inputs, autograd, Jacobian, numeric side
 
 
 DEFAULT_LIMITS = Limits()

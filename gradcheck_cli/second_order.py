@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .compare import ProjectedResult, SecondOrderResult, projected_result, second_order_result
+from .compare import ProjectedResult, SecondOrderResult, failed_with, projected_result, second_order_result
 from .errors import InputError
 from .evaluate import TorchBackend, Walker
 from .numeric import _EPS, _exact_steps, _extrapolate
@@ -43,14 +43,24 @@ def check_second_order(program: Program, table: Mapping[str, OpSpec], inputs: Ma
                              f"these have {total}; use --wrt to pick fewer")
         return {"projected": _projected(program, table, inputs, wrt, dtype, device, weights, atol, rtol, policy,
                                         directions)}
-    analytic = _double_backward(program, table, inputs, wrt, dtype, device, weights)
+    failure = ""
+    try:
+        analytic = _double_backward(program, table, inputs, wrt, dtype, device, weights)
+    except InputError:
+        raise
+    except Exception as err:  # a plugin's backward is not differentiable again: a failed check, not a crash
+        if all(table[op].origin is None for op in program.ops):
+            raise  # a built-in op's double backward failing is gradcheck's bug: show it
+        lines = str(err).strip().splitlines()
+        failure = f"double backward raised {type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        analytic = {(a, b): np.full(np.shape(inputs[a]) + np.shape(inputs[b]), np.nan) for a in wrt for b in wrt}
     numeric, error = _differenced(program, table, inputs, wrt, device, weights)
     results = {}
     for a in wrt:
         for b in wrt:
             evidence = Evidence(analytic[a, b], numeric[a, b], SAFETY * error[a, b])
             result = second_order_result(a, b, inputs[b], evidence, atol, rtol, policy)
-            results[result.name] = result
+            results[result.name] = failed_with(result, failure) if failure else result
     return results
 
 

@@ -197,9 +197,9 @@ def decide_taylor(evidence: Evidence, orders: np.ndarray) -> Decision:
     finite = np.isfinite(analytic)
     verdict = np.where(finite & (flat_ok | (orders >= TAYLOR_RIGHT)), Verdict.PASS,
                        np.where(finite & (orders > TAYLOR_WRONG), Verdict.UNRELIABLE, Verdict.FAIL)).astype(np.int8)
-    reasons = np.where(flat_ok, "remainder at rounding level (linear here)",
-                       np.char.add("Taylor remainder order ", np.char.mod("%.2f", np.nan_to_num(orders))))
-    reasons = np.array(reasons, dtype=object)
+    fitted = np.char.mod("Taylor remainder order %.2f", np.nan_to_num(orders).reshape(-1))  # flat: np.char stops at 32 dims
+    reasons = np.where(flat_ok.reshape(-1), "remainder at rounding level (linear here)", fitted)
+    reasons = np.array(reasons, dtype=object).reshape(np.shape(orders))
     tolerance = np.full(np.shape(analytic), np.nan)
     kink = None
     if evidence.one_sided is not None:
