@@ -241,10 +241,13 @@ _TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unre
               "--symbolic": ("symbolic", True)}
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _load_txt(path: str, text: str, trust: Trust) -> list[Case]:
     out = []
     folder = os.path.dirname(path)
-    for number, row in enumerate(text.splitlines(), 1):
+    for number, row in enumerate(_LINE_BREAK.split(text), 1):  # not splitlines: a form feed is no line break
         if not row.strip() or row.lstrip().startswith("#"):
             continue
         out.append(_txt_case(path, folder, number, row, trust))

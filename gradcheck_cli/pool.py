@@ -139,8 +139,9 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
             child.close()
             return _Worker(process, parent, capture)
 
-        def retire(worker: _Worker, why: Callable[[Case, float], CaseResult]) -> None:
+        def retire(worker: _Worker, why: Callable[[Case, float], CaseResult], grace: float = 0.0) -> None:
             nonlocal failures
+            worker.process.join(timeout=grace)
             worker.conn.close()
             if worker.process.is_alive():
                 worker.process.kill()
@@ -164,12 +165,13 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                     if worker.ready and not worker.pending:
                         if not queue:
                             worker.conn.send(None)
-                            worker.process.join(timeout=5)
-                            retire(worker, lambda case, s: None)
+                            retire(worker, lambda case, s: None, grace=30.0)
                             continue
                         worker.pending = [queue.popleft() for _ in range(min(chunk, len(queue)))]
                         worker.conn.send(worker.pending)
                         worker.since = time.perf_counter()
+                if not workers:
+                    break
                 wait_for = None
                 if hard is not None:
                     busy = [w.since + hard for w in workers if w.pending]
@@ -190,8 +192,7 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                     except (EOFError, OSError):
                         alive = False
                     if not alive or worker.process.sentinel in ready and not worker.process.is_alive():
-                        worker.process.join(timeout=5)
-                        retire(worker, lambda case, s, w=worker: _died(case, w, s))
+                        retire(worker, lambda case, s, w=worker: _died(case, w, s), grace=5.0)
                         if queue or any(w.pending for w in workers):
                             if len(workers) < count and queue:
                                 workers.append(start())

@@ -66,7 +66,8 @@ def batch_view(batch: BatchResult, max_rows: int = 20) -> RenderableType:
 def _escape(text: str, prop: bool = False) -> str:
     """GitHub's workflow-command escaping (data: % CR LF; properties also : and ,), after control
     characters are made visible, so a stranger's text stays on its one line and starts no command."""
-    text = visible(text, newlines=not prop).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    text = visible(text) if prop else "\r".join(visible(part, newlines=True) for part in text.split("\r"))
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 
