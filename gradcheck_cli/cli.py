@@ -327,8 +327,9 @@ def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, pl
     with _progress(enabled=fmt == "table") as advance:
         result = run_batch(paths, plugins, jobs, timeout, progress=advance, trust_plugins=trust_plugins,
                            max_bytes=max_file_bytes)
+    from .render.safe import visible
     for problem in result.problems:
-        click.echo(f"error: {problem}", err=True)
+        click.echo(f"error: {visible(problem)}", err=True)
     if junit:
         from .files import write_atomic
         from .render.junit import junit_xml

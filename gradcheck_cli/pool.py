@@ -56,24 +56,41 @@ def _worker(conn, capture: str, timeout: float | None, keep: int) -> None:
     os.dup2(fd, 2)  # plugin prints, C-level writes and warnings all land in the capture file
     from .cases import warm_up
     warm_up(threads=1)
+    loads: dict[str, str] = {}
     conn.send(("ready", os.getpid()))
     while True:
         chunk = conn.recv()
         if chunk is None:
             return
         for index, case in chunk:
+            loaded = [_load_output(ref, fd, loads) for ref in (case.options.plugins if case.runs_plugin_code else ())]
             os.ftruncate(fd, 0)
             result = run_case(case, timeout, keep)
-            for stream in (sys.stdout, sys.stderr):
-                if stream is not None:
-                    stream.flush()
-            output = _read_capture(fd)
+            output = "\n".join(o for o in (*loaded, _read_capture(fd)) if o)
             if output:
                 result = dataclasses.replace(result, message=_with_output(result.message, output))
             conn.send((index, result))
 
 
+def _load_output(ref: str, fd: int, loads: dict[str, str]) -> str:
+    """What a plugin printed while loading, the same for every case that uses it (on whichever worker)."""
+    if ref not in loads:
+        from .plugins import load_module
+        os.ftruncate(fd, 0)
+        try:
+            load_module(ref)
+        except Exception:  # the case itself loads it again and reports why (InputError or worse)
+            return ""
+        except SystemExit:
+            return ""
+        loads[ref] = _read_capture(fd)
+    return loads[ref]
+
+
 def _read_capture(fd: int) -> str:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
     size = os.fstat(fd).st_size
     data = os.pread(fd, min(size, MAX_OUTPUT * 4), 0) if size else b""
     text = data.decode("utf-8", "replace").strip()
