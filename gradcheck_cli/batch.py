@@ -409,6 +409,8 @@ def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
         from .pool import run_pool
         run_pool(isolated, jobs, timeout, record, keep)
     chosen = {i for i, _ in isolated}
+    if len(chosen) < len(cases):
+        warm_up()  # torch's first-use imports, charged to no case's time
     for index, case in enumerate(cases):
         if index not in chosen:
             record(index, run_case(case, timeout, keep))
