@@ -198,3 +198,33 @@ def test_pytest_plugin_trusts_batch_plugins(pytester):
                                              'plugins = ["ops.py"]\n')
     outcome = pytester.runpytest("-p", "no:cacheprovider", "-q")
     outcome.assert_outcomes(passed=1)
+
+
+def test_a_case_that_ignores_the_alarm_is_stopped_by_its_worker_deadline(tmp_path):
+    write(tmp_path / "stubborn.py", """
+        import signal, time
+
+        def stall(x):
+            signal.signal(signal.SIGALRM, signal.SIG_IGN)  # the soft timeout can no longer fire
+            while True:
+                time.sleep(0.05)
+
+        OPS = {"stall": stall}
+    """)
+    path = write(tmp_path / "c.toml", """
+        [defaults]
+        plugins = ["stubborn.py"]
+        [[case]]
+        name = "stalls"
+        expr = "stall(x).sum()"
+        vars = { x = 1.0 }
+        [[case]]
+        name = "next"
+        expr = "sin(x)"
+        vars = { x = 1.0 }
+    """)
+    result = batch(path, "--json", "--trust-plugins", "--timeout", "1")
+    assert result.exit_code == 2, result.output
+    cases = json.loads(result.stdout)["cases"]
+    assert [c["status"] for c in cases] == ["error", "pass"]
+    assert cases[0]["message"] == "timed out after 1 s (its worker did not answer; it was stopped)"
