@@ -8,12 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..batch import BatchResult, CaseResult, Status
-<<<<<<< HEAD
-from .step import result_view
-=======
 from .safe import visible
-from .table import check_view
->>>>>>> d7acefd (batch: plugin code named by a batch file loads only with --trust-plugins or the same --plugin; regular files only, up to --max-file-bytes; linear txt splitting; a -j pool of warm workers that survives exits and crashes; compact results; safe reports (text not markup, escapes, well-formed JUnit, refused --junit targets))
+from .step import result_view
 
 _STYLE = {Status.PASS: "gc.ok", Status.FAIL: "gc.fail", Status.ERROR: "gc.fail", Status.XFAIL: "gc.warn",
           Status.XPASS: "gc.fail"}

@@ -130,19 +130,15 @@ def batch_dict(batch: "BatchResult") -> dict[str, Any]:
         "errors": batch.count(Status.ERROR),
         "xfailed": batch.count(Status.XFAIL),
         "cases": [{"file": c.file, "line": c.line, "name": c.name, "status": c.status, "message": c.message,
-<<<<<<< HEAD
-                   "seconds": round(c.seconds, 6), "result": result_dict(c.result) if c.result else None}
-=======
-                   "seconds": round(c.seconds, 6), "result": _case_result(c)}
->>>>>>> d7acefd (batch: plugin code named by a batch file loads only with --trust-plugins or the same --plugin; regular files only, up to --max-file-bytes; linear txt splitting; a -j pool of warm workers that survives exits and crashes; compact results; safe reports (text not markup, escapes, well-formed JUnit, refused --junit targets))
+                   "seconds": round(c.seconds, 6), "result": _case_result(c, result_dict)}
                   for c in batch.cases],
     }
 
 
-def _case_result(case: Any) -> Any:
-    """A case's check JSON; for a check too large for a batch to keep, its summary (no arrays)."""
+def _case_result(case: Any, result_dict: Any) -> Any:
+    """A case's result JSON; for a check too large for a batch to keep, its summary (no arrays)."""
     if case.result is not None:
-        return check_dict(case.result)
+        return result_dict(case.result)
     s = case.summary
     if s is None:
         return None
