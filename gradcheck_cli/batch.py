@@ -1,7 +1,9 @@
 """Find and load batch cases (TOML and txt), run every case, and collect the results.
 
 A case that is invalid becomes a result with status "error"; a failing one "fail"; nothing stops the
-run. Batch files come from strangers: every value is type-checked here before it reaches the core.
+run. Batch files come from strangers: they are read only when they are regular files of a sane size,
+every value is type-checked here before it reaches the core, and plugin code they name is loaded only
+when the user trusts it (`--trust-plugins`, or the same file given with `--plugin`).
 
 The txt format is one case a line, written as the arguments of `gradcheck check`:
 
@@ -13,24 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
-import signal
+import re
 import sys
-import time
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
-from .api import DEFAULT_DIRECTIONS, CheckOptions, run_check, split_names
-from .compare import CheckResult
-from .errors import ExitStatus, InputError
+from .api import DEFAULT_DIRECTIONS, CheckOptions, split_names
+from .cases import (DEFAULT_TIMEOUT, KEEP_ELEMENTS, BatchResult, Case, CaseResult, Status, check_timeout,  # noqa: F401
+                    run_case, warm_up)
+from .errors import InputError
+from .files import DEFAULT_MAX_FILE_BYTES, read_regular
+from .shellwords import split_line
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_TIMEOUT = 60.0
 _OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable",
                 "fast", "directions", "symbolic")
 _KIND_KEYS = ("optim", "steps", "recompute", "accumulate")  # gradcheck step / check --accumulate (see kinds.py)
@@ -38,95 +38,99 @@ _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail"
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
 
-class Status:
-    PASS, FAIL, ERROR, XFAIL, XPASS = "pass", "fail", "error", "xfail", "xpass"
-
-
 @dataclasses.dataclass(frozen=True)
-class Case:
-    """One case as read from a file; `problem` is set when it cannot run."""
+class Trust:
+    """Whose plugin code may run: the command line's `--plugin` refs, and `--trust-plugins` for the rest."""
 
-    file: str
-    line: int
-    name: str
-    expr: str = ""
-    values: dict[str, Any] = dataclasses.field(default_factory=dict)
-    options: CheckOptions | None = None
-    expect: dict[str, Any] = dataclasses.field(default_factory=dict)
-    xfail: str | None = None
-    problem: str | None = None
-    kind: dict[str, Any] = dataclasses.field(default_factory=dict)  # optim/steps/recompute/accumulate
+    plugins: tuple[str, ...] = ()      # given on the command line, relative to the working directory
+    everything: bool = False           # --trust-plugins
 
-
-@dataclasses.dataclass(frozen=True)
-class CaseResult:
-    file: str
-    line: int
-    name: str
-    status: str
-    message: str
-    seconds: float
-    result: CheckResult | None = None
+    def resolve(self, refs: Iterable[str], folder: str) -> tuple[str, ...]:
+        """A batch file's plugin refs, paths made relative to its folder; InputError for untrusted code."""
+        chosen = {_plugin_key(p, "") for p in self.plugins}
+        out = []
+        for ref in refs:
+            path = os.path.join(folder, ref) if _is_file_ref(ref) and not os.path.isabs(ref) else ref
+            if not self.everything and _plugin_key(path, "") not in chosen:
+                raise InputError(f"this batch file asks to run plugin code from {path}; "
+                                 "pass --trust-plugins if you trust it")
+            out.append(path)
+        return tuple(out)
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchResult:
-    cases: tuple[CaseResult, ...]
+def _is_file_ref(ref: str) -> bool:
+    return ref.endswith(".py") or "/" in ref or os.sep in ref
 
-    def count(self, *statuses: str) -> int:
-        return sum(c.status in statuses for c in self.cases)
 
-    @property
-    def ok(self) -> bool:
-        return self.count(Status.FAIL, Status.ERROR, Status.XPASS) == 0
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        if self.count(Status.ERROR):
-            return ExitStatus.BAD_INPUT
-        return ExitStatus.OK if self.ok else ExitStatus.MISMATCH
+def _plugin_key(ref: str, folder: str) -> str:
+    return os.path.realpath(os.path.join(folder, ref)) if _is_file_ref(ref) else ref
 
 
 # ---- finding files ----
 
-def find_files(paths: Iterable[str]) -> Iterator[tuple[str, str | None]]:
-    """(path, problem) for every batch file: folders searched recursively, sorted by path."""
+BATCH_SUFFIXES = (".toml", ".txt")
+
+
+def find_files(paths: Iterable[str]) -> Iterator[tuple[str, str, str | None]]:
+    """(PATH, file, problem) for every batch file: folders searched recursively, sorted by path.
+
+    A symbolic link found inside a folder is followed only to a file inside that same folder: a link
+    to /etc/passwd or to a secret elsewhere is reported, never read.
+    """
     for path in paths:
         if os.path.isdir(path):
+            top = os.path.realpath(path)
             found = []
             for root, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found += [os.path.join(root, f) for f in files if f.endswith((".toml", ".txt"))]
-            yield from ((f, None) for f in sorted(found))
-        elif os.path.isfile(path):
-            ok = path.endswith((".toml", ".txt"))
-            yield path, None if ok else "not a batch file: expected a .toml or .txt file"
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, f) for f in files if f.endswith(BATCH_SUFFIXES)]
+            for file in sorted(found):
+                real = os.path.realpath(file)
+                outside = os.path.islink(file) and os.path.commonpath([top, real]) != top
+                yield path, file, (f"is a symbolic link to {real}, outside {path}; not read" if outside else None)
+        elif os.path.lexists(path) and not os.path.isdir(path):
+            ok = path.endswith(BATCH_SUFFIXES)
+            yield path, path, None if ok else "not a batch file: expected a .toml or .txt file"
         else:
-            yield path, "no such file or folder"
+            yield path, path, "no such file or folder"
 
 
-def load_cases(path: str, plugins: tuple[str, ...] = ()) -> list[Case]:
-    """Every case of one file; a file that cannot be read is one error case."""
+def batch_files(paths: Iterable[str]) -> list[str]:
+    """Every batch file under `paths` (what a report must never be written over)."""
+    return [file for _, file, _ in find_files(paths)]
+
+
+def load_cases(path: str, plugins: Iterable[str] = (), trust_plugins: bool = False,
+               max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[Case]:
+    """Every case of one file; a file that cannot be read is one error case.
+
+    Args:
+        path: a .toml or .txt batch file.
+        plugins: plugin refs given on the command line: added to every case, and trusted.
+        trust_plugins: also load plugin code the file itself names (`--trust-plugins`).
+        max_bytes: larger files are refused unread.
+    """
+    trust = Trust(tuple(plugins), trust_plugins)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-        text = raw.decode("utf-8-sig")
-    except OSError as err:
-        return [Case(path, 0, os.path.basename(path), problem=f"cannot read: {err.strerror or err}")]
+        text = read_regular(path, max_bytes).decode("utf-8-sig")
+    except InputError as err:
+        return [Case(path, 0, os.path.basename(path), problem=err.message)]
     except UnicodeDecodeError as err:
         return [Case(path, 0, os.path.basename(path), problem=f"not UTF-8 text: {err.reason} at byte {err.start}")]
     loader = _load_toml if path.endswith(".toml") else _load_txt
-    return loader(path, text, plugins)
+    return loader(path, text, trust)
 
 
 # ---- TOML ----
 
-def _load_toml(path: str, text: str, plugins: tuple[str, ...]) -> list[Case]:
+def _load_toml(path: str, text: str, trust: Trust) -> list[Case]:
     name = os.path.basename(path)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         return [Case(path, getattr(err, "lineno", 0) or 0, name, problem=f"invalid TOML: {err}")]
+    except RecursionError:
+        return [Case(path, 0, name, problem="invalid TOML: nested too deeply for a batch file")]
     unknown = sorted(set(doc) - {"defaults", "case"})
     if unknown:
         return [Case(path, 0, name, problem=f"unknown top-level key '{unknown[0]}'; expected [defaults] and [[case]]")]
@@ -144,7 +148,7 @@ def _load_toml(path: str, text: str, plugins: tuple[str, ...]) -> list[Case]:
     out = []
     for i, table in enumerate(cases):
         line = lines[i] if i < len(lines) else 0
-        out.append(_toml_case(path, folder, line, i, {**defaults, **table}, table, plugins))
+        out.append(_toml_case(path, folder, line, i, {**defaults, **table}, table, trust))
     return out
 
 
@@ -153,8 +157,7 @@ def _case_lines(text: str) -> list[int]:
     return [n for n, row in enumerate(text.splitlines(), 1) if row.strip().replace(" ", "").startswith("[[case]]")]
 
 
-def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own: dict,
-               plugins: tuple[str, ...]) -> Case:
+def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own: dict, trust: Trust) -> Case:
     name = own.get("name", f"case {index + 1}")
     name = name if isinstance(name, str) and name else f"case {index + 1}"
     try:
@@ -176,13 +179,16 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
         refs = _typed(merged, "plugins", list, [])
         if not all(isinstance(r, str) for r in refs):
             raise InputError("plugins must be a list of file paths or module names")
-        refs = [os.path.join(folder, r) if r.endswith(".py") and not os.path.isabs(r) else r for r in refs]
+        refs = trust.resolve(refs, folder)
+        wrt = _typed(merged, "wrt", (str, list), None)
+        if isinstance(wrt, list) and not all(isinstance(w, str) for w in wrt):
+            raise InputError("'wrt' must be a string \"a,b\" or a list of names [\"a\", \"b\"]")
         options = CheckOptions(
-            grad_output=merged.get("grad_output"), wrt=split_names(_typed(merged, "wrt", (str, list), None)),
+            grad_output=merged.get("grad_output"), wrt=split_names(wrt),
             seed=_typed(merged, "seed", int, 0), dtype=_typed(merged, "dtype", str, "float64"),
             method=_typed(merged, "method", str, "auto"), eps=_number(merged, "eps"),
             atol=_number(merged, "atol"), rtol=_number(merged, "rtol"),
-            plugins=tuple(plugins) + tuple(refs), device=_typed(merged, "device", str, "cpu"),
+            plugins=trust.plugins + refs, device=_typed(merged, "device", str, "cpu"),
             allow_unreliable=_typed(merged, "allow_unreliable", bool, False),
             fast=_typed(merged, "fast", bool, None), directions=_typed(merged, "directions", int, DEFAULT_DIRECTIONS),
             symbolic=_typed(merged, "symbolic", bool, False))
@@ -236,22 +242,41 @@ _TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unre
               "--symbolic": ("symbolic", True)}
 
 
-def _load_txt(path: str, text: str, plugins: tuple[str, ...]) -> list[Case]:
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _load_txt(path: str, text: str, trust: Trust) -> list[Case]:
     out = []
-    for number, row in enumerate(text.splitlines(), 1):
+    folder = os.path.dirname(path)
+    for number, row in enumerate(_LINE_BREAK.split(text), 1):  # not splitlines: a form feed is no line break
         if not row.strip() or row.lstrip().startswith("#"):
             continue
-        out.append(_txt_case(path, number, row, plugins))
+        out.append(_txt_case(path, folder, number, row, trust))
+    if out and not any(_looks_like_a_case(case) for case in out):
+        # not a gradcheck file at all (a symlink to /etc/passwd, a secrets file): one error, its lines unshown
+        return [Case(path, 0, os.path.basename(path), problem=(
+            f"not a gradcheck batch file: none of its {len(out):,} lines is a `gradcheck check` argument list "
+            "with a valid expression (its lines are not shown)"))]
     return out
 
 
-def _txt_case(path: str, line: int, row: str, plugins: tuple[str, ...]) -> Case:
+def _looks_like_a_case(case: Case) -> bool:
+    """A line that read as a case whose expression parses (an unknown function may be a plugin's)."""
+    if case.problem is not None:
+        return case.problem.startswith("this batch file asks to run plugin code")
+    from .ops import OPS
+    from .parse import parse
+    try:
+        parse(case.expr, OPS)
+    except InputError as err:
+        return err.message.startswith(("unknown function", "unknown method"))
+    return True
+
+
+def _txt_case(path: str, folder: str, line: int, row: str, trust: Trust) -> Case:
     name = f"line {line}"
     try:
-        try:
-            tokens = shlex.split(row, comments=True)
-        except ValueError as err:
-            raise InputError(f"cannot split the line into arguments: {err}") from None
+        tokens = split_line(row)
         if tokens[:2] == ["gradcheck", "check"]:
             tokens = tokens[2:]
         fields: dict[str, Any] = {"var": [], "plugin": []}
@@ -297,7 +322,7 @@ def _txt_case(path: str, line: int, row: str, plugins: tuple[str, ...]) -> Case:
             seed=_parse(int, fields, "seed", 0), dtype=fields.get("dtype", "float64"),
             method=fields.get("method", "auto"), eps=_parse(float, fields, "eps", None),
             atol=_parse(float, fields, "atol", None), rtol=_parse(float, fields, "rtol", None),
-            plugins=tuple(plugins) + tuple(fields["plugin"]), device=fields.get("device", "cpu"),
+            plugins=trust.plugins + trust.resolve(fields["plugin"], folder), device=fields.get("device", "cpu"),
             allow_unreliable=fields.get("allow_unreliable", False), fast=fields.get("fast"),
             symbolic=fields.get("symbolic", False),
             directions=_parse(int, fields, "directions", DEFAULT_DIRECTIONS))
@@ -316,134 +341,77 @@ def _parse(kind: type, fields: dict, key: str, default: Any) -> Any:
         raise InputError(f"--{key.replace('_', '-')} must be {kind.__name__}, not {fields[key]!r}") from None
 
 
+
+
 # ---- running ----
 
-class _Timeout(Exception):
-    pass
-
-
-def _alarm(signum: int, frame: Any) -> None:
-    raise _Timeout()
-
-
-def run_case(case: Case, timeout: float | None = DEFAULT_TIMEOUT) -> CaseResult:
-    """Run one case to a result; never raises for anything the case itself did."""
-    start = time.perf_counter()
-
-    def done(status: str, message: str, result: CheckResult | None = None) -> CaseResult:
-        return CaseResult(case.file, case.line, case.name, status, message, time.perf_counter() - start, result)
-
-    if case.problem is not None:
-        return done(Status.ERROR, case.problem)
-    use_alarm = bool(timeout) and hasattr(signal, "SIGALRM") and _main_thread()
-    previous = signal.signal(signal.SIGALRM, _alarm) if use_alarm else None
-    if use_alarm:
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        from .kinds import run_kind
-        result, (status, message) = run_kind(case, _verdict)
-    except InputError as err:
-        return done(Status.ERROR, err.format())
-    except _Timeout:
-        return done(Status.ERROR, f"timed out after {timeout:g} s (raise it with --timeout)")
-    except Exception as err:  # a plugin's own code, or a bug: report it as this case's error, keep going
-        return done(Status.ERROR, f"unexpected {type(err).__name__}: {err}")
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    if case.xfail is not None:
-        if status == Status.FAIL:
-            return done(Status.XFAIL, f"expected failure: {case.xfail}", result)
-        return done(Status.XPASS, f"passed, but marked xfail ({case.xfail}): remove the mark", result)
-    return done(status, message, result)
-
-
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-def _verdict(case: Case, result: CheckResult) -> tuple[str, str]:
-    problems = []
-    for r in result.results():
-        if not r.ok:
-            worst = int(np.argmax(np.where(r.passed, -np.inf, r.abs_error).reshape(-1)))
-            index = list(np.unravel_index(worst, r.analytic.shape)) if r.analytic.shape else []
-            problems.append(f"{r.name}{index}: analytic {r.analytic.reshape(-1)[worst]:.10g} vs numeric "
-                            f"{r.numeric.reshape(-1)[worst]:.10g} ({r.failures} of {r.passed.size} elements disagree"
-                            f"{'; ' + r.diagnosis if r.diagnosis else ''})")
-    for name, expected in case.expect.items():
-        if name not in result.inputs:
-            raise InputError(f"expect names '{name}', which is not a differentiated input")
-        got = result.inputs[name].analytic
-        want = np.asarray(expected, dtype=np.float64)
-        if want.shape != got.shape and want.size != got.size:
-            raise InputError(f"expect.{name} has shape {list(want.shape)} but the gradient has {list(got.shape)}")
-        if not np.allclose(got, want.reshape(got.shape), atol=result.atol, rtol=result.rtol):
-            problems.append(f"{name}: analytic gradient {np.round(got, 10).tolist()} != expected {want.tolist()}")
-    if problems:
-        return Status.FAIL, "; ".join(problems)
-    return Status.PASS, ""
-
-
-def _warm_up(threads: int | None = None) -> None:
-    """Import torch once per process, so no case's time (or timeout) pays for it.
-
-    Workers run one torch thread each: N workers × all cores' threads would oversubscribe the CPU.
-    """
-    import torch
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def _run_indexed(item: tuple[int, Case, float | None]) -> tuple[int, CaseResult]:
-    index, case, timeout = item
-    return index, run_case(case, timeout)
-
-
-def collect(paths: Iterable[str], plugins: tuple[str, ...] = ()) -> list[Case]:
-    """Every case of every file, in sorted path order, cases in file order."""
-    cases = []
-    for path, problem in find_files(paths):
-        cases += [Case(path, 0, os.path.basename(path), problem=problem)] if problem else load_cases(path, plugins)
-    return cases
+def collect(paths: Iterable[str], plugins: Iterable[str] = (), trust_plugins: bool = False,
+            max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tuple[list[Case], list[str]]:
+    """Every case of every file, in sorted path order, cases in file order; and the PATH-level problems
+    (a PATH that does not exist or holds no case), each also an error case."""
+    cases: list[Case] = []
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    for top, path, problem in find_files(paths):
+        found = [Case(path, 0, os.path.basename(path), problem=problem)] if problem else \
+            load_cases(path, plugins, trust_plugins, max_bytes)
+        if problem == "no such file or folder":
+            problems.append(f"{path}: no such file or folder")
+        counts[top] = counts.get(top, 0) + len(found)
+        cases += found
+    for top in dict.fromkeys(paths):
+        if top not in counts:
+            message = f"holds no gradcheck case (no {' or '.join('*' + s for s in BATCH_SUFFIXES)} file with a [[case]] or a line)"
+            problems.append(f"{top}: {message}")
+            cases.append(Case(top, 0, os.path.basename(os.path.normpath(top)) or top, problem=message))
+        elif counts[top] == 0:
+            message = "holds no gradcheck case (its batch files are empty)"
+            problems.append(f"{top}: {message}")
+            cases.append(Case(top, 0, os.path.basename(os.path.normpath(top)) or top, problem=message))
+    return cases, problems
 
 
 def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
               timeout: float | None = DEFAULT_TIMEOUT,
-              progress: Callable[[CaseResult], None] | None = None) -> BatchResult:
+              progress: Callable[[CaseResult], None] | None = None, trust_plugins: bool = False,
+              max_bytes: int = DEFAULT_MAX_FILE_BYTES, keep: int = KEEP_ELEMENTS) -> BatchResult:
     """Run every case found under `paths`.
 
     Args:
         paths: files and folders (folders are searched for *.toml and *.txt).
-        plugins: plugin refs added to every case.
-        jobs: worker processes; the result (and its order) is the same for any value.
-        timeout: seconds per case, or None for no limit.
+        plugins: plugin refs added to every case (trusted: the caller chose them).
+        jobs: worker processes; the result (and its order) is the same for any value. Cases that run
+            plugin code always run in a worker, so code that exits or crashes costs only its case.
+        timeout: seconds per case, or None (or 0, or inf) for no limit.
         progress: called with each finished case, in completion order.
+        trust_plugins: load plugin code that the batch files name (otherwise such a case is an error).
+        max_bytes: batch files larger than this are refused unread.
+        keep: gradient elements above which a case keeps its summary, not its arrays.
 
     Returns:
-        BatchResult; cases in file order.
+        BatchResult; cases in file order; PATH-level problems in `problems`.
+
+    Raises:
+        InputError: a timeout that is not a number of seconds.
     """
-    cases = collect(paths, tuple(plugins))
-    _warm_up()
+    paths = list(paths)
+    timeout = check_timeout(timeout)
+    cases, problems = collect(paths, plugins, trust_plugins, max_bytes)
     results: list[CaseResult | None] = [None] * len(cases)
-    work = [(i, case, timeout) for i, case in enumerate(cases)]
-    if jobs > 1 and len(cases) > 1:
-        import multiprocessing
-        context = multiprocessing.get_context("spawn")  # torch and fork do not mix
-        workers = min(jobs, len(cases))
-        # small cases cost less than a round trip to a worker: send them in chunks
-        chunk = max(1, min(64, len(cases) // (workers * 8)))
-        with context.Pool(workers, initializer=_warm_up, initargs=(1,)) as pool:
-            for index, result in pool.imap_unordered(_run_indexed, work, chunksize=chunk):
-                results[index] = result
-                if progress:
-                    progress(result)
-    else:
-        for item in work:
-            index, result = _run_indexed(item)
-            results[index] = result
-            if progress:
-                progress(result)
-    return BatchResult(tuple(r for r in results if r is not None))
+
+    def record(index: int, result: CaseResult) -> None:
+        results[index] = result
+        if progress:
+            progress(result)
+
+    isolated = [(i, c) for i, c in enumerate(cases) if jobs > 1 or c.runs_plugin_code]
+    if isolated:
+        from .pool import run_pool
+        run_pool(isolated, jobs, timeout, record, keep)
+    chosen = {i for i, _ in isolated}
+    if len(chosen) < len(cases):
+        warm_up()  # torch's first-use imports, charged to no case's time
+    for index, case in enumerate(cases):
+        if index not in chosen:
+            record(index, run_case(case, timeout, keep))
+    return BatchResult(tuple(r for r in results if r is not None), tuple(problems))

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import click
 
 from .errors import ExitStatus, InputError
+from .files import DEFAULT_MAX_FILE_BYTES
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -298,8 +299,9 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, expla
         return _accumulate(expr, variables, accumulate, as_json or fmt == "json", rows, kw)
     from .api import build_graph, run_check
     options = _options(kw)
-    result = run_check(expr, _values(variables), options)
-    dag = build_graph(expr, _values(variables), options, explain=True) if explain else None
+    with _stdout_to_stderr(bool(kw["plugins"])):  # a plugin's prints must not break the report (or its JSON)
+        result = run_check(expr, _values(variables), options)
+        dag = build_graph(expr, _values(variables), options, explain=True) if explain else None
     if as_json or fmt == "json":
         from .render.json import check_dict, dag_dict, dumps
         click.echo(dumps({**check_dict(result), **({"explain": dag_dict(dag)} if explain else {})}))
@@ -314,34 +316,54 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, expla
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "github"]), default="table",
               show_default=True, help="Report format; github prints workflow annotations.")
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
-@click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report to this file.")
-@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module", help="Custom ops for every case.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report to this file "
+              "(a regular file, written whole; anything else there is refused).")
+@click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module",
+              help="Custom ops for every case; a batch file may also name this same file.")
+@click.option("--trust-plugins", is_flag=True, help="Load plugin code that the batch files name (it runs with "
+              "your rights). Without it, such a case is an error unless the file is also given with --plugin.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes; the report is the same for any value.")
+              help="Worker processes (at most what the machine's cores and memory allow); the report is the "
+                   "same for any value.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds a case may run before it becomes an error (0: no limit).")
+@click.option("--max-file-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_FILE_BYTES, show_default=True,
+              help="Larger batch files are refused unread.")
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Rows shown per variable of a failing case; 0 shows all.")
 @_guard
 def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, plugins: tuple[str, ...],
-          jobs: int, timeout: float, rows: int) -> None:
+          trust_plugins: bool, jobs: int, timeout: float, max_file_bytes: int, rows: int) -> None:
     """Check every case in batch files: TOML ([[case]] tables) or txt (one `check` argument list a line).
 
-    Folders are searched recursively for *.toml and *.txt. Exit status: 0 all pass, 1 any fail,
-    2 any error (the other cases are still run and reported).
+    Folders are searched recursively for *.toml and *.txt. Exit status: 0 every case checked and
+    passed, 1 any fail, 2 any error (the other cases are still run and reported), a missing PATH or
+    one that holds no case.
 
     \b
     Example:
       gradcheck batch expressions/ --junit report.xml
     """
-    from .batch import run_batch
+    from .batch import batch_files, check_timeout, run_batch
+    from .pool import clamp_jobs
     fmt = "json" if as_json else fmt
+    timeout = check_timeout(timeout)
+    if junit:  # refused before any case runs, and checked again when written
+        from .files import check_target
+        check_target(junit, batch_files(paths))
+    jobs, note = clamp_jobs(jobs)
+    if note:
+        click.echo(f"note: {note}", err=True)
     with _progress(enabled=fmt == "table") as advance:
-        result = run_batch(paths, plugins, jobs, timeout or None, progress=advance)
+        result = run_batch(paths, plugins, jobs, timeout, progress=advance, trust_plugins=trust_plugins,
+                           max_bytes=max_file_bytes)
+    from .render.safe import visible
+    for problem in result.problems:
+        click.echo(f"error: {visible(problem)}", err=True)
     if junit:
         from .files import write_atomic
         from .render.junit import junit_xml
-        write_atomic(junit, junit_xml(result))
+        write_atomic(junit, junit_xml(result), batch_files(paths))
     if fmt == "json":
         from .render.json import batch_dict, dumps
         click.echo(dumps(batch_dict(result)))
@@ -352,6 +374,33 @@ def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, pl
         from .render.batch import batch_view
         _console().print(batch_view(result, rows), crop=False)
     sys.exit(result.exit_status)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool):
+    """While plugin code runs: its prints, Python-level and C-level (fd 1), go to stderr."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 at all: nothing to protect
+        saved = None
+    if saved is not None:
+        sys.stderr.flush()
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 @contextlib.contextmanager

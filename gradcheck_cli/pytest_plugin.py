@@ -17,7 +17,7 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Any) -> pytest.Coll
 class GradcheckFile(pytest.File):
     def collect(self):
         seen: dict[str, int] = {}
-        for case in load_cases(str(self.path)):
+        for case in load_cases(str(self.path), trust_plugins=True):  # pytest runs the repository's code anyway
             count = seen[case.name] = seen.get(case.name, 0) + 1
             name = case.name if count == 1 else f"{case.name} [{count}]"
             yield GradcheckItem.from_parent(self, name=name, case=case)

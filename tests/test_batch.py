@@ -142,6 +142,7 @@ def test_missing_path_is_an_error_row_and_others_still_run(tmp_path):
     assert result.exit_code == 2
     assert [c["status"] for c in report["cases"]] == ["error", "pass"]
     assert "no such file" in report["cases"][0]["message"]
+    assert result.stderr == f"error: {tmp_path / 'nothere'}: no such file or folder\n"
 
 
 def test_invalid_toml_is_reported_with_its_line(tmp_path):
@@ -184,14 +185,15 @@ def test_xfail_and_xpass(tmp_path):
         vars = {{ x = [0.5, -1.0] }}
         xfail = "stale mark"
     """)
-    result = run_cli(path, "--json")
+    result = run_cli(path, "--json", "--trust-plugins")
     report = json.loads(result.stdout)
     assert [c["status"] for c in report["cases"]] == [Status.XFAIL, Status.XPASS]
     assert result.exit_code == 1
 
 
 def test_plugins_in_toml_are_relative_to_the_file():
-    report = json.loads(run_cli(os.path.join(ROOT, "expressions", "custom_ops.toml"), "--json").stdout)
+    report = json.loads(run_cli(os.path.join(ROOT, "expressions", "custom_ops.toml"), "--json",
+                                "--trust-plugins").stdout)
     assert [c["status"] for c in report["cases"]] == ["pass", "pass", "xfail"]
 
 
@@ -255,7 +257,7 @@ def test_table_report_shows_summary_and_failing_table(tmp_path):
 
 
 def test_repository_expressions_pass():
-    result = run_cli(os.path.join(ROOT, "expressions"), "--json")
+    result = run_cli(os.path.join(ROOT, "expressions"), "--json", "--plugin", PLUGIN)
     report = json.loads(result.stdout)
     assert result.exit_code == 0, [c for c in report["cases"] if c["status"] not in ("pass", "xfail")]
     assert report["passed"] >= 100 and report["xfailed"] == 1

@@ -71,8 +71,9 @@ def test_empty_and_comment_only_files(tmp_path):
     (tmp_path / "empty.toml").write_text("")
     (tmp_path / "comments.txt").write_text("# nothing here\n\n")
     result = CliRunner().invoke(main, ["batch", str(tmp_path), "--json"])
-    assert result.exit_code == 0
-    assert json.loads(result.stdout)["cases"] == []
+    assert result.exit_code == 2  # a batch that checked nothing must not pass a CI job (SPEC v2)
+    assert result.stderr == f"error: {tmp_path}: holds no gradcheck case (its batch files are empty)\n"
+    assert [c["status"] for c in json.loads(result.stdout)["cases"]] == ["error"]
 
 
 def test_no_traceback_from_a_real_process(tmp_path):

@@ -1,5 +1,6 @@
 """BatchResult → a rich summary (one row a case, then each failing case's full table), or
-GitHub workflow annotations."""
+GitHub workflow annotations. Every string from a batch file is data: shown as Text (never markup),
+control characters as escapes, and escaped by GitHub's workflow-command rules in annotations."""
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
@@ -7,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..batch import BatchResult, CaseResult, Status
+from .safe import visible
 from .step import result_view
 
 _STYLE = {Status.PASS: "gc.ok", Status.FAIL: "gc.fail", Status.ERROR: "gc.fail", Status.XFAIL: "gc.warn",
@@ -14,10 +16,8 @@ _STYLE = {Status.PASS: "gc.ok", Status.FAIL: "gc.fail", Status.ERROR: "gc.fail",
 
 
 def _worst(case: CaseResult) -> str:
-    if case.result is None:
-        return ""
-    errors = [r.max_abs_error for r in case.result.results()]
-    return ("0" if max(errors) == 0 else f"{max(errors):.1e}") if errors else ""
+    worst = case.summary.worst_abs_error if case.summary is not None else None
+    return "" if worst is None else ("0" if worst == 0 else f"{worst:.1e}")
 
 
 def summary_table(batch: BatchResult) -> Table:
@@ -28,7 +28,8 @@ def summary_table(batch: BatchResult) -> Table:
         table.add_column(header, justify=justify, no_wrap=header not in ("where", "case"),
                          overflow="fold" if header == "where" else "ellipsis")
     for case in batch.cases:
-        table.add_row(f"{case.file}:{case.line}", case.name, Text(case.status.upper(), style=_STYLE[case.status]),
+        table.add_row(Text(visible(f"{case.file}:{case.line}")), Text(visible(case.name)),
+                      Text(case.status.upper(), style=_STYLE[case.status]),
                       _worst(case), f"{case.seconds * 1000:.0f} ms")
     return table
 
@@ -48,10 +49,10 @@ def batch_view(batch: BatchResult, max_rows: int = 20) -> RenderableType:
     parts: list[RenderableType] = [summary_table(batch)]
     for case in batch.cases:
         if case.status in (Status.FAIL, Status.XPASS, Status.ERROR):
-            parts.append(Text(f"\n{case.file}:{case.line} {case.name}: {case.status.upper()}",
+            parts.append(Text(f"\n{visible(case.file)}:{case.line} {visible(case.name)}: {case.status.upper()}",
                               style=_STYLE[case.status]))
             if case.message:
-                parts.append(Text(case.message))
+                parts.append(Text(visible(case.message, newlines=True)))
             if case.result is not None and case.status == Status.FAIL:
                 parts.append(result_view(case.result, max_rows))
     parts += [Text(""), totals(batch)]
@@ -59,6 +60,9 @@ def batch_view(batch: BatchResult, max_rows: int = 20) -> RenderableType:
 
 
 def _escape(text: str, prop: bool = False) -> str:
+    """GitHub's workflow-command escaping (data: % CR LF; properties also : and ,), after control
+    characters are made visible, so a stranger's text stays on its one line and starts no command."""
+    text = visible(text) if prop else "\r".join(visible(part, newlines=True) for part in text.split("\r"))
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 

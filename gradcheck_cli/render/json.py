@@ -137,6 +137,23 @@ def batch_dict(batch: "BatchResult") -> dict[str, Any]:
         "errors": batch.count(Status.ERROR),
         "xfailed": batch.count(Status.XFAIL),
         "cases": [{"file": c.file, "line": c.line, "name": c.name, "status": c.status, "message": c.message,
-                   "seconds": round(c.seconds, 6), "result": result_dict(c.result) if c.result else None}
+                   "seconds": round(c.seconds, 6), "result": _case_result(c, result_dict)}
                   for c in batch.cases],
     }
+
+
+def _case_result(case: Any, result_dict: Any) -> Any:
+    """A case's result JSON; for a check too large for a batch to keep, its summary (no arrays)."""
+    if case.result is not None:
+        return result_dict(case.result)
+    s = case.summary
+    if s is None:
+        return None
+    return {"ok": s.ok, "expression": s.expression, "dtype": s.dtype, "method": s.method, "atol": s.atol,
+            "rtol": s.rtol, "mode": s.mode,
+            "inputs": {g.name: {"shape": list(g.shape), "max_abs_error": _number(g.max_abs_error),
+                                "max_rel_error": _number(g.max_rel_error), "ok": g.ok, "failures": g.failures}
+                       for g in s.gradients},
+            "arrays": f"not kept: {s.elements:,} gradient elements is more than a batch keeps per case; "
+                      "run the replay line for them",
+            "replay": s.replay}

@@ -1,10 +1,13 @@
-"""BatchResult → JUnit XML, as CI systems read it: one testcase a case, failures and errors apart."""
+"""BatchResult → JUnit XML, as CI systems read it: one testcase a case, failures and errors apart.
+
+Every string is passed through xml_text, so the file is well-formed whatever a case name holds."""
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
 
 from ..batch import BatchResult, Status
+from .safe import xml_text
 
 
 def junit_xml(batch: BatchResult) -> str:
@@ -16,15 +19,15 @@ def junit_xml(batch: BatchResult) -> str:
     })
     for case in cases:
         element = ET.SubElement(suite, "testcase", {
-            "classname": os.path.splitext(case.file)[0].replace(os.sep, "."), "name": case.name,
-            "file": case.file, "line": str(case.line), "time": f"{case.seconds:.3f}",
+            "classname": xml_text(os.path.splitext(case.file)[0].replace(os.sep, ".")), "name": xml_text(case.name),
+            "file": xml_text(case.file), "line": str(case.line), "time": f"{case.seconds:.3f}",
         })
         kind = {Status.FAIL: "failure", Status.XPASS: "failure", Status.ERROR: "error",
                 Status.XFAIL: "skipped"}.get(case.status)
         if kind:
             first = case.message.splitlines()[0] if case.message else case.status
-            child = ET.SubElement(element, kind, {"message": first, "type": case.status})
-            child.text = case.message
+            child = ET.SubElement(element, kind, {"message": xml_text(first), "type": case.status})
+            child.text = xml_text(case.message)
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)

@@ -14,6 +14,7 @@ from rich.tree import Tree
 from ..compare import CheckResult, GradientResult, worst_order
 from ..graph import GraphNode, iter_nodes, label
 from ..ops import OpSpec
+from .safe import visible
 
 THEME = Theme({
     "gc.ok": "bold green", "gc.fail": "bold red", "gc.warn": "yellow", "gc.caret": "bold red",
@@ -248,14 +249,14 @@ def verdict_line(result: CheckResult) -> Text:
 
 def replay_line(command: str) -> Text:
     """The replay command as one physical line at any width, so it pastes whole (print with crop=False)."""
-    return Text(f"replay: {command}", style="gc.dim", no_wrap=True, overflow="ignore", end="\n")
+    return Text(f"replay: {visible(command)}", style="gc.dim", no_wrap=True, overflow="ignore", end="\n")
 
 
 def check_view(result: CheckResult, max_rows: int = DEFAULT_ROWS, explain=None) -> RenderableType:
     """The whole report of one check; `explain` (a graph.Dag with rules and gradients) replaces the
     plain grad_fn tree (`check --explain`)."""
     parts: list[RenderableType] = [
-        Text.assemble(("gradcheck ", "gc.head"), result.expression),
+        Text.assemble(("gradcheck ", "gc.head"), visible(result.expression, newlines=True)),
         Text(f"output shape {list(result.output_shape)}"
              + (f", value {_num(float(result.output_value.reshape(-1)[0]))}" if result.output_value.size == 1 else ""),
              style="gc.dim"),

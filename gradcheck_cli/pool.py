@@ -1,0 +1,228 @@
+"""The -j worker pool: processes started once and kept warm, cases sent in chunks, compact results back.
+
+A worker that dies (plugin code calling os._exit, a segfault, the OOM killer) or runs past its hard
+deadline costs only the case it was running: that case becomes an error, the rest of its chunk goes to a
+fresh worker, and no result is lost. Whatever a worker's code prints lands in a file of its own, never on
+the report's stdout; each case's share of it is added to that case's message.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Callable, Sequence
+
+from .cases import KEEP_ELEMENTS, Case, CaseResult, Status, check_timeout, run_case
+
+WORKER_BYTES = 1 << 30        # memory a worker may need: torch itself (~0.4 GB) plus a sizeable case
+MAX_OUTPUT = 4_000            # characters of a case's captured output kept in its message
+MAX_START_FAILURES = 3        # workers that die before they are ready, in a row, before the pool gives up
+
+
+def machine_limits() -> tuple[int, int | None]:
+    """(usable cores, available memory in bytes or None where unknown)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for row in handle:
+                if row.startswith("MemAvailable:"):
+                    return cores, int(row.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return cores, None
+
+
+def clamp_jobs(jobs: int) -> tuple[int, str | None]:
+    """-j N as this machine can run it, and a note when it was lowered."""
+    cores, memory = machine_limits()
+    limit = cores if memory is None else max(1, min(cores, memory // WORKER_BYTES))
+    if jobs <= limit:
+        return jobs, None
+    room = f"{cores} core{'s' if cores != 1 else ''}" + ("" if memory is None else f", {memory / 1e9:.1f} GB available")
+    return limit, f"-j {jobs} is more than this machine can run at once ({room}); using -j {limit}"
+
+
+def _worker(conn, capture: str, timeout: float | None, keep: int) -> None:
+    """A worker's life: send 'ready', then run each chunk it is sent, one result message a case."""
+    fd = os.open(capture, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)  # plugin prints, C-level writes and warnings all land in the capture file
+    from .cases import warm_up
+    warm_up(threads=1)
+    loads: dict[str, str] = {}
+    conn.send(("ready", os.getpid()))
+    while True:
+        chunk = conn.recv()
+        if chunk is None:
+            return
+        for index, case in chunk:
+            loaded = [_load_output(ref, fd, loads) for ref in (case.options.plugins if case.runs_plugin_code else ())]
+            os.ftruncate(fd, 0)
+            result = run_case(case, timeout, keep)
+            output = "\n".join(o for o in (*loaded, _read_capture(fd)) if o)
+            if output:
+                result = dataclasses.replace(result, message=_with_output(result.message, output))
+            conn.send((index, result))
+
+
+def _load_output(ref: str, fd: int, loads: dict[str, str]) -> str:
+    """What a plugin printed while loading, the same for every case that uses it (on whichever worker)."""
+    if ref not in loads:
+        from .plugins import load_module
+        os.ftruncate(fd, 0)
+        try:
+            load_module(ref)
+        except Exception:  # the case itself loads it again and reports why (InputError or worse)
+            return ""
+        except SystemExit:
+            return ""
+        loads[ref] = _read_capture(fd)
+    return loads[ref]
+
+
+def _read_capture(fd: int) -> str:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, min(size, MAX_OUTPUT * 4), 0) if size else b""
+    text = data.decode("utf-8", "replace").strip()
+    return text[:MAX_OUTPUT] + (f" [... {size:,} bytes in all]" if size > MAX_OUTPUT else "") if text else ""
+
+
+def _with_output(message: str, output: str) -> str:
+    return (message + "\n" if message else "") + "output of the case's plugin code:\n" + output
+
+
+@dataclasses.dataclass
+class _Worker:
+    process: object
+    conn: object
+    capture: str
+    pending: list = dataclasses.field(default_factory=list)   # (index, case) sent and not yet answered
+    ready: bool = False
+    since: float = 0.0                                         # when its current case started
+
+
+def _died(case: Case, worker: _Worker, seconds: float) -> CaseResult:
+    code = worker.process.exitcode
+    if code is not None and code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+    else:
+        how = f"ended with exit code {code}"
+    message = (f"the worker process running this case {how} (plugin code that exits or crashes ends its case, "
+               "not the batch)")
+    try:
+        with open(worker.capture, "rb") as handle:
+            output = handle.read(MAX_OUTPUT).decode("utf-8", "replace").strip()
+    except OSError:
+        output = ""
+    return CaseResult(case.file, case.line, case.name, Status.ERROR, _with_output(message, output) if output else message,
+                      seconds)
+
+
+def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
+             record: Callable[[int, CaseResult], None], keep: int = KEEP_ELEMENTS) -> None:
+    """Run `work` on up to `jobs` warm workers, calling record(index, result) for each case as it ends."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    timeout = check_timeout(timeout)
+    queue = collections.deque(work)
+    count = min(jobs, len(queue))
+    # small cases cost less than a round trip: send a few at a time, but leave every worker a share
+    chunk = max(1, min(32, len(queue) // (count * 4) if count else 1))
+    hard = None if timeout is None else timeout * 1.5 + 10.0  # SIGALRM first; this only if the case ignores it
+    workers: list[_Worker] = []
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="gradcheck-pool-") as folder:
+        serial = iter(range(1 << 30))
+
+        def start() -> _Worker:
+            parent, child = context.Pipe()
+            capture = os.path.join(folder, f"worker-{next(serial)}.out")
+            process = context.Process(target=_worker, args=(child, capture, timeout, keep), daemon=True)
+            process.start()
+            child.close()
+            return _Worker(process, parent, capture)
+
+        def retire(worker: _Worker, why: Callable[[Case, float], CaseResult], grace: float = 0.0) -> None:
+            nonlocal failures
+            worker.process.join(timeout=grace)
+            worker.conn.close()
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join()
+            workers.remove(worker)
+            failures = 0 if worker.ready else failures + 1
+            if worker.pending:
+                index, case = worker.pending[0]
+                record(index, why(case, time.perf_counter() - worker.since))
+                queue.extendleft(reversed(worker.pending[1:]))
+            if failures >= MAX_START_FAILURES:
+                while queue:
+                    index, case = queue.popleft()
+                    record(index, CaseResult(case.file, case.line, case.name, Status.ERROR,
+                                             "could not start a worker process (each one ended before it was ready)", 0.0))
+
+        try:
+            workers.extend(start() for _ in range(count))
+            while workers:
+                for worker in list(workers):
+                    if worker.ready and not worker.pending:
+                        if not queue:
+                            worker.conn.send(None)
+                            retire(worker, lambda case, s: None, grace=30.0)
+                            continue
+                        worker.pending = [queue.popleft() for _ in range(min(chunk, len(queue)))]
+                        worker.conn.send(worker.pending)
+                        worker.since = time.perf_counter()
+                if not workers:
+                    break
+                wait_for = None
+                if hard is not None:
+                    busy = [w.since + hard for w in workers if w.pending]
+                    wait_for = max(0.0, min(busy) - time.perf_counter()) + 0.01 if busy else None
+                ready = wait([w.conn for w in workers] + [w.process.sentinel for w in workers], timeout=wait_for)
+                for worker in list(workers):
+                    alive = True
+                    try:
+                        while worker.conn.poll():
+                            message = worker.conn.recv()
+                            if message[0] == "ready":
+                                worker.ready = True
+                                continue
+                            index, result = message
+                            worker.pending.pop(0)
+                            worker.since = time.perf_counter()
+                            record(index, result)
+                    except (EOFError, OSError):
+                        alive = False
+                    if not alive or worker.process.sentinel in ready and not worker.process.is_alive():
+                        retire(worker, lambda case, s, w=worker: _died(case, w, s), grace=5.0)
+                        if queue or any(w.pending for w in workers):
+                            if len(workers) < count and queue:
+                                workers.append(start())
+                    elif hard is not None and worker.pending and time.perf_counter() - worker.since > hard:
+                        retire(worker, lambda case, s: CaseResult(
+                            case.file, case.line, case.name, Status.ERROR,
+                            f"timed out after {timeout:g} s (its worker did not answer; it was stopped)", s))
+                        if queue:
+                            workers.append(start())
+                if not workers and queue and failures < MAX_START_FAILURES:
+                    workers.append(start())
+        finally:
+            for worker in workers:
+                if worker.process.is_alive():
+                    worker.process.kill()
+                worker.process.join()
