@@ -50,13 +50,27 @@ def sgd(params: Arrays, grads: Arrays, state: dict, step: int, *, lr: float = 1e
     return out
 
 
+def _weight_decay(p: np.ndarray, g: np.ndarray, lr: float, weight_decay: float,
+                  decoupled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """L2 decay into the gradient (g + λθ), or decoupled from it (θ − γλθ), as NAdam/RAdam document."""
+    if weight_decay == 0:
+        return p, g
+    return (p - lr * weight_decay * p, g) if decoupled else (p, g + weight_decay * p)
+
+
+def _raw_moments(state: dict, name: str, g: np.ndarray, beta1: float, beta2: float) -> tuple[np.ndarray, np.ndarray]:
+    """m_t = β1 m_{t-1} + (1 − β1) g_t and v_t = β2 v_{t-1} + (1 − β2) g_t², kept in `state`."""
+    m = beta1 * _buffer(state, ("m", name), g) + (1 - beta1) * g
+    v = beta2 * _buffer(state, ("v", name), g) + (1 - beta2) * g * g
+    state[("m", name)], state[("v", name)] = m, v
+    return m, v
+
+
 def _adam_moments(state: dict, name: str, g: np.ndarray, betas: tuple[float, float], step: int,
                   amsgrad: bool) -> tuple[np.ndarray, np.ndarray]:
     """m̂_t and v̂_t of Adam/AdamW (with amsgrad: v_t^max = max(v_{t-1}^max, v_t), then bias-corrected)."""
     beta1, beta2 = betas
-    m = beta1 * _buffer(state, ("m", name), g) + (1 - beta1) * g
-    v = beta2 * _buffer(state, ("v", name), g) + (1 - beta2) * g * g
-    state[("m", name)], state[("v", name)] = m, v
+    m, v = _raw_moments(state, name, g, beta1, beta2)
     if amsgrad:
         v = np.maximum(_buffer(state, ("vmax", name), g), v)
         state[("vmax", name)] = v
@@ -156,14 +170,8 @@ def nadam(params: Arrays, grads: Arrays, state: dict, step: int, *, lr: float = 
     out = {}
     for name, p in params.items():
         g = -grads[name] if maximize else grads[name]
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p = p - lr * weight_decay * p
-            else:
-                g = g + weight_decay * p
-        m = beta1 * _buffer(state, ("m", name), g) + (1 - beta1) * g
-        v = beta2 * _buffer(state, ("v", name), g) + (1 - beta2) * g * g
-        state[("m", name)], state[("v", name)] = m, v
+        p, g = _weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
+        m, v = _raw_moments(state, name, g, beta1, beta2)
         m_hat = mu_next * m / (1 - product * mu_next) + (1 - mu) * g / (1 - product)
         v_hat = v / (1 - beta2 ** step)
         out[name] = p - lr * m_hat / (np.sqrt(v_hat) + eps)
@@ -179,14 +187,8 @@ def radam(params: Arrays, grads: Arrays, state: dict, step: int, *, lr: float = 
     out = {}
     for name, p in params.items():
         g = -grads[name] if maximize else grads[name]
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p = p - lr * weight_decay * p
-            else:
-                g = g + weight_decay * p
-        m = beta1 * _buffer(state, ("m", name), g) + (1 - beta1) * g
-        v = beta2 * _buffer(state, ("v", name), g) + (1 - beta2) * g * g
-        state[("m", name)], state[("v", name)] = m, v
+        p, g = _weight_decay(p, g, lr, weight_decay, decoupled_weight_decay)
+        m, v = _raw_moments(state, name, g, beta1, beta2)
         m_hat = m / (1 - beta1 ** step)
         if rho > 5:  # the variance is tractable: rectified adaptive step
             adaptive = np.sqrt(1 - beta2 ** step) / (np.sqrt(v) + eps)
