@@ -319,7 +319,8 @@ class Campaign:
         args = ["check", text] + [a for n in NAMES if n in text for a in ("-v", f"{n}={spec(self.rng)}")]
         if self.rng.random() < 0.5:
             args.append("--json")
-        self.cli(args, "cli check", "--json" in args)
+        options = args[:args.index("--")] if "--" in args else args  # after '--', '--json' is an expression
+        self.cli(args, "cli check", "--json" in options)
 
     def batch_file(self, via_cli: bool) -> None:
         kind = "toml" if self.rng.random() < 0.5 else "txt"

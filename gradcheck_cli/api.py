@@ -344,6 +344,8 @@ def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
         parts += ["--symbolic"]
     for plugin in options.plugins:
         parts += ["--plugin", plugin]
+    if prep.program.source.startswith("-"):  # '--json' is an expression (-(-json)): after '--', never an option
+        parts = parts[:2] + parts[3:] + ["--", prep.program.source]
     return " ".join(shlex.quote(p) for p in parts)
 
 

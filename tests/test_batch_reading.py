@@ -128,7 +128,14 @@ def test_split_line_agrees_with_a_posix_shell_splitter(text):
         return
     if "#" in text:  # shlex ends a word at #; a shell (and split_line) only starts a comment at a word
         return
+    if "\\$" in text or "\\`" in text:  # in "...", a shell (and split_line) unescapes \$ and \`; shlex keeps them
+        return
     assert split_line(text) == expected
+
+
+def test_split_line_unescapes_dollar_and_backtick_in_double_quotes_as_a_shell_does():
+    # sh -c 'printf %s "\`" "\$"' prints ` and $: shlex.split keeps the backslashes
+    assert split_line('"\\`" "\\$" "\\a"') == ["`", "$", "\\a"]
 
 
 def test_split_line_comments_and_errors():
