@@ -102,20 +102,28 @@ def _double_backward(program: Program, table: Mapping[str, OpSpec], inputs: Mapp
     return blocks
 
 
+def _flat_gradient(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
+                   wrt: tuple[str, ...], device: str, weights: np.ndarray,
+                   point: Mapping[str, np.ndarray]) -> np.ndarray:
+    """G at a point: torch's float64 gradient of every input, flattened into one vector (nan outside the
+    domain); what the second-order checks difference numerically, as gradgradcheck does."""
+    import torch
+
+    with np.errstate(all="ignore"):
+        out, leaves = _run(program, table, point, wrt, torch.float64, device)
+        w = torch.tensor(np.reshape(weights, tuple(out.shape)), dtype=torch.float64, device=device)
+        grads = torch.autograd.grad(out, [leaves[n] for n in wrt], w, allow_unused=True)
+    return np.concatenate([np.zeros(np.size(inputs[n])) if g is None else
+                           g.detach().cpu().numpy().reshape(-1) for n, g in zip(wrt, grads)])
+
+
 def _differenced(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                  wrt: tuple[str, ...], device: str, weights: np.ndarray):
     """dG_a/d b by central differences of torch's float64 gradient function G (gradgradcheck's numeric side),
     on a ladder of steps Richardson-extrapolated; (values, error estimates) keyed by (a, b)."""
-    import torch
 
     def gradient(point: Mapping[str, np.ndarray]) -> np.ndarray:
-        """G at a point, every input's gradient flattened into one vector (nan outside the domain)."""
-        with np.errstate(all="ignore"):
-            out, leaves = _run(program, table, point, wrt, torch.float64, device)
-            w = torch.tensor(np.reshape(weights, tuple(out.shape)), dtype=torch.float64, device=device)
-            grads = torch.autograd.grad(out, [leaves[n] for n in wrt], w, allow_unused=True)
-        return np.concatenate([np.zeros(np.size(inputs[n])) if g is None else
-                               g.detach().cpu().numpy().reshape(-1) for n, g in zip(wrt, grads)])
+        return _flat_gradient(program, table, inputs, wrt, device, weights, point)
 
     sizes = [int(np.size(inputs[n])) for n in wrt]
     offsets = np.cumsum([0] + sizes)
@@ -176,12 +184,7 @@ def _projected(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[st
                               for n, h in zip(wrt, hv) if h is not None)
 
     def gradient(point: Mapping[str, np.ndarray]) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            out, leaves = _run(program, table, point, wrt, torch.float64, device)
-            w = torch.tensor(np.reshape(weights, tuple(out.shape)), dtype=torch.float64, device=device)
-            grads = torch.autograd.grad(out, [leaves[n] for n in wrt], w, allow_unused=True)
-        return np.concatenate([np.zeros(np.size(inputs[n])) if g is None else
-                               g.detach().cpu().numpy().reshape(-1) for n, g in zip(wrt, grads)])
+        return _flat_gradient(program, table, inputs, wrt, device, weights, point)
 
     scale = max(max(float(np.max(np.abs(inputs[n]), initial=0.0)) for n in wrt), 1.0)
     numeric, error = np.zeros(k), np.zeros(k)
