@@ -185,31 +185,10 @@ class NumericEngine:
         Args:
             weights: the output weights, shape (k, *output.shape) or one set for every direction.
             directions: shape (k, *name.shape).
-        Evaluations are batched in chunks under the memory budget, so any size fits.
         """
-        base = self.envs[start][name][0]
-        f = self._function(name, start)
-        k, out_shape = directions.shape[0], self.output.shape
-        w = np.broadcast_to(weights, (k,) + out_shape).reshape(k, -1)
-        v = directions.reshape(k, -1)
-        per_call = max(1, self.memory_budget // self.row_bytes)
-
-        def probe(offsets: list[np.ndarray]) -> list[np.ndarray]:
-            dtype = np.complex128 if any(np.iscomplexobj(o) for o in offsets) else np.float64
-            jobs = np.array([(r, i) for r in range(len(offsets)) for i in range(k)])
-            sums = np.zeros((len(offsets), k), dtype=dtype)
-            for lo in range(0, len(jobs), per_call):
-                r, i = jobs[lo:lo + per_call].T
-                steps = np.array([offsets[a][b] for a, b in zip(r, i)], dtype=dtype)
-                batch = (base.reshape(1, -1) + steps[:, None] * v[i]).reshape((len(r),) + base.shape)
-                out = np.broadcast_to(f(batch), (len(r),) + out_shape).reshape(len(r), -1)
-                sums[r, i] = np.sum(out * w[i], axis=1)
-            return list(sums)
-
-        scale = np.full(k, max(float(np.max(np.abs(base), initial=0.0)), 1.0))
-        with np.errstate(all="ignore"):
-            value, error = self.method(probe, scale, self.eps, lambda s: s, lambda s: s)
-        return Derivative(np.real(value), error)
+        return directional_derivative(self._function(name, start), self.envs[start][name][0], self.output.shape,
+                                      weights, directions, self.method, self.eps,
+                                      max(1, self.memory_budget // self.row_bytes))
 
     def taylor(self, name: str, start: int, weights: np.ndarray,
                analytic: np.ndarray) -> tuple[Derivative, np.ndarray]:
@@ -299,45 +278,91 @@ class NumericEngine:
 
     def _columns(self, name: str, start: int, weights: np.ndarray | None) -> Derivative:
         """Column by column, a chunk of columns per batched evaluation."""
-        base = self.envs[start][name][0]
-        out_shape = self.output.shape
-        g = self._function(name, start)
+        return column_derivative(self._function(name, start), self.envs[start][name][0], self.output.shape,
+                                 weights, self.method, self.eps,
+                                 max(1, self.memory_budget // (self.row_bytes * _probe_count(self.method))))
 
-        def f(batch: np.ndarray) -> np.ndarray:
-            return np.broadcast_to(g(batch), (batch.shape[0],) + out_shape)
 
-        def per_row(steps: np.ndarray) -> np.ndarray:  # one step per batch row, over that row's outputs
-            return steps.reshape(steps.shape + (1,) * len(out_shape))
+# ---- any function of one array: what every target (an expression, a module) is differentiated by ----
 
-        def from_rows(values: np.ndarray) -> np.ndarray:
-            return np.min(values.reshape(values.shape[0], -1), axis=1, initial=np.inf)
+def column_derivative(g: Callable[[np.ndarray], np.ndarray], base: np.ndarray, out_shape: tuple[int, ...],
+                      weights: np.ndarray | None, method: Method, eps: float | None, chunk: int) -> Derivative:
+    """d g / d base, column by column, `chunk` columns per batched evaluation.
 
-        flat = base.reshape(-1)
-        n = flat.size
-        if n == 0:  # an empty tensor: nothing to perturb, an empty derivative
-            shape = base.shape if weights is not None else out_shape + base.shape
-            return Derivative(np.zeros(shape), np.zeros(shape))
-        # results are written chunk by chunk into their final layout: a Jacobian may be 9M entries,
-        # and every fresh array of that size costs as much to touch as the evaluations themselves
-        shape = base.shape if weights is not None else out_shape + (n,)
-        value, error = np.empty(shape), np.empty(shape)
-        chunk = max(1, self.memory_budget // (self.row_bytes * _probe_count(self.method)))
-        for lo in range(0, n, chunk):
-            cols = np.arange(lo, min(n, lo + chunk))
-            probe = _make_probe(f, base, cols)
-            with np.errstate(all="ignore"):
-                d, err = self.method(probe, flat[cols], self.eps, per_row, from_rows)
-            if weights is not None:  # contract over the output: a vector-Jacobian product
-                w = np.broadcast_to(weights, out_shape)
-                axes = tuple(range(1, d.ndim))
-                value.reshape(-1)[cols] = np.sum(d * w, axis=axes)
-                error.reshape(-1)[cols] = np.sum(err * np.abs(w), axis=axes)
-            else:  # columns → Jacobian of shape out_shape + in_shape
-                value[..., lo:lo + cols.size] = np.moveaxis(d, 0, -1)
-                error[..., lo:lo + cols.size] = np.moveaxis(err, 0, -1)
-        if weights is None:
-            value, error = value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape)
-        return Derivative(value, error)
+    Args:
+        g: a batch of values of shape (B, *base.shape) → a batch of outputs (B, *out_shape) (or one
+            that broadcasts to it).
+        weights: the upstream gradient to contract the output with (a VJP: shape of base), or None for
+            the full Jacobian (shape out_shape + base.shape).
+        chunk: columns perturbed per batched evaluation (each costs the method's probes).
+    """
+    def f(batch: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(g(batch), (batch.shape[0],) + out_shape)
+
+    def per_row(steps: np.ndarray) -> np.ndarray:  # one step per batch row, over that row's outputs
+        return steps.reshape(steps.shape + (1,) * len(out_shape))
+
+    def from_rows(values: np.ndarray) -> np.ndarray:
+        return np.min(values.reshape(values.shape[0], -1), axis=1, initial=np.inf)
+
+    flat = base.reshape(-1)
+    n = flat.size
+    if n == 0:  # an empty tensor: nothing to perturb, an empty derivative
+        shape = base.shape if weights is not None else out_shape + base.shape
+        return Derivative(np.zeros(shape), np.zeros(shape))
+    # results are written chunk by chunk into their final layout: a Jacobian may be 9M entries,
+    # and every fresh array of that size costs as much to touch as the evaluations themselves
+    shape = base.shape if weights is not None else out_shape + (n,)
+    value, error = np.empty(shape), np.empty(shape)
+    for lo in range(0, n, chunk):
+        cols = np.arange(lo, min(n, lo + chunk))
+        probe = _make_probe(f, base, cols)
+        with np.errstate(all="ignore"):
+            d, err = method(probe, flat[cols], eps, per_row, from_rows)
+        if weights is not None:  # contract over the output: a vector-Jacobian product
+            w = np.broadcast_to(weights, out_shape)
+            axes = tuple(range(1, d.ndim))
+            value.reshape(-1)[cols] = np.sum(d * w, axis=axes)
+            error.reshape(-1)[cols] = np.sum(err * np.abs(w), axis=axes)
+        else:  # columns → Jacobian of shape out_shape + in_shape
+            value[..., lo:lo + cols.size] = np.moveaxis(d, 0, -1)
+            error[..., lo:lo + cols.size] = np.moveaxis(err, 0, -1)
+    if weights is None:
+        value, error = value.reshape(out_shape + base.shape), error.reshape(out_shape + base.shape)
+    return Derivative(value, error)
+
+
+def directional_derivative(f: Callable[[np.ndarray], np.ndarray], base: np.ndarray, out_shape: tuple[int, ...],
+                           weights: np.ndarray, directions: np.ndarray, method: Method, eps: float | None,
+                           per_call: int) -> Derivative:
+    """d/dt Σ weights_i·f(base + t·directions_i) at t = 0, one per direction: shape (k,).
+
+    Args:
+        f: a batch of values (B, *base.shape) → a batch of outputs (B, *out_shape).
+        weights: the output weights, shape (k, *out_shape) or one set for every direction.
+        directions: shape (k, *base.shape).
+        per_call: rows per batched evaluation, so any size fits the memory budget.
+    """
+    k = directions.shape[0]
+    w = np.broadcast_to(weights, (k,) + out_shape).reshape(k, -1)
+    v = directions.reshape(k, -1)
+
+    def probe(offsets: list[np.ndarray]) -> list[np.ndarray]:
+        dtype = np.complex128 if any(np.iscomplexobj(o) for o in offsets) else np.float64
+        jobs = np.array([(r, i) for r in range(len(offsets)) for i in range(k)])
+        sums = np.zeros((len(offsets), k), dtype=dtype)
+        for lo in range(0, len(jobs), per_call):
+            r, i = jobs[lo:lo + per_call].T
+            steps = np.array([offsets[a][b] for a, b in zip(r, i)], dtype=dtype)
+            batch = (base.reshape(1, -1) + steps[:, None] * v[i]).reshape((len(r),) + base.shape)
+            out = np.broadcast_to(f(batch), (len(r),) + out_shape).reshape(len(r), -1)
+            sums[r, i] = np.sum(out * w[i], axis=1)
+        return list(sums)
+
+    scale = np.full(k, max(float(np.max(np.abs(base), initial=0.0)), 1.0))
+    with np.errstate(all="ignore"):
+        value, error = method(probe, scale, eps, lambda s: s, lambda s: s)
+    return Derivative(np.real(value), error)
 
 
 def _probe_count(method: Method) -> int:
