@@ -15,9 +15,9 @@ from .api import CheckOptions, prepare, run_check
 from .compare import CheckResult, GradientResult
 from .errors import ExitStatus, InputError
 from .evaluate import TorchBackend, Walker
+from .options import MAX_PASSES
 from .stepping import judge
 
-MAX_PASSES = 1_000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,82 +2,32 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import inspect
 import shlex
-import unicodedata
 import zlib
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from .analytic import Mode, check_device, non_finite_error, run_analytic
-from .compare import (DEFAULT_TOLERANCES, ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
+from .compare import (ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
                       failed_with, projected_result, taylor_result, versions)
 from .custom import blame_line, inspect_call
 from .errors import InputError
 from .memory import check_case, check_inputs
-from .numeric import METHODS, TAYLOR, NumericEngine, choose_method
+from .numeric import TAYLOR, NumericEngine, choose_method
 from .ops import CONSTANTS, OPS, OpSpec
-from .parse import DEFAULT_LIMITS, Limits, Program, parse
+from .parse import DEFAULT_LIMITS, Program, parse
 from .structured import Request, check_structured, expanded
 from .values import default_value, is_integer, resolve, spec_elements
 from .evidence import element_check, one_sided, refuse_complex, unreliable_hint
+from .options import (DEFAULT_DIRECTIONS, DTYPES, MAX_DIRECTIONS, MAX_REPLAY_ELEMENTS, METHOD_CHOICES,  # noqa: F401
+                      SEED_RANGE, CheckOptions, api_options, replay_args, spec_text, split_names, split_options,
+                      variable_name)
 from .verdict import SAFETY, Evidence, Policy
 
-DTYPES = tuple(DEFAULT_TOLERANCES)
-DEFAULT_DIRECTIONS = 16      # a projected check's directions: errors cancel in all with chance ≤ 2^-16
-MAX_DIRECTIONS = 1_000
 FULL_CHECK_BUDGET = 2e11     # bytes through numpy (numeric.full_cost) above which auto goes projected, ~20 s
-METHOD_CHOICES = ("auto", *METHODS, TAYLOR)
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}  # bytes of one torch-side element
-SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.manual_seed accepts
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckOptions:
-    """Every option of `gradcheck check` but the variables themselves."""
-
-    grad_output: Any = None
-    wrt: tuple[str, ...] | None = None
-    seed: int = 0
-    dtype: str = "float64"
-    method: str = "auto"
-    eps: float | None = None
-    atol: float | None = None
-    rtol: float | None = None
-    plugins: tuple[str, ...] = ()
-    device: str = "cpu"
-    limits: Limits = DEFAULT_LIMITS
-    inspect_ops: bool = True  # check each custom-op call site on its own (see custom.py)
-    allow_unreliable: bool = False  # elements where the numeric side is unsure do not fail
-    order: int = 1                  # 2 also checks the Hessian (double backward)
-    fast: bool | None = None        # projected check: True always, False never, None above a size
-    directions: int = DEFAULT_DIRECTIONS  # random directions of a projected check
-    symbolic: bool = False          # also the exact derivative from sympy, as a third column
-
-    def validate(self) -> None:
-        if self.dtype not in DTYPES:
-            raise InputError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
-        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
-            raise InputError(f"--seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
-                             f"(torch.manual_seed's range), not {self.seed}")
-        if self.order not in (1, 2):
-            raise InputError(f"--order must be 1 or 2, not {self.order}")
-        if not 1 <= self.directions <= MAX_DIRECTIONS:
-            raise InputError(f"--directions must be between 1 and {MAX_DIRECTIONS}, not {self.directions}")
-        if self.fast and self.order == 2:
-            raise InputError("--order 2 checks every Hessian element; it cannot be combined with --fast")
-        if self.symbolic and self.fast:
-            raise InputError("--symbolic checks every element; it cannot be combined with --fast")
-        if self.fast and self.method == TAYLOR:
-            raise InputError("--method taylor tests every element; it cannot be combined with --fast")
-        if self.method not in METHOD_CHOICES:
-            raise InputError(f"unknown method '{self.method}'; use one of {', '.join(METHOD_CHOICES)}")
-        for name in ("eps", "atol", "rtol"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value >= 0 and (name != "eps" or value > 0)):
-                raise InputError(f"--{name} must be a finite number {'> 0' if name == 'eps' else '>= 0'}, "
-                                 f"not {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,22 +42,12 @@ class Prepared:
     numeric_budget: int = 256 * 2**20   # bytes one batched numeric evaluation may use (memory.py)
 
 
-def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    """'a,b' or ['a', 'b'] → ('a', 'b'); None stays None."""
-    if wrt is None:
-        return None
-    items = wrt.split(",") if isinstance(wrt, str) else list(wrt)
-    if not all(isinstance(s, str) for s in items):
-        raise InputError(f"wrt names variables: give 'a,b' or a list of names, not {wrt!r}")
-    return tuple(s.strip() for s in items if s.strip())
-
-
 def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -> Prepared:
     """Parse, resolve values, validate --wrt. Raises InputError."""
     options.validate()
     table = load_table(options.plugins)
     program = parse(expression, table, options.limits)
-    values = {unicodedata.normalize("NFKC", k) if isinstance(k, str) else k: v for k, v in values.items()}
+    values = {variable_name(k): v for k, v in values.items()}
     if options.device != "cpu":  # torch is imported only once the expression has parsed
         check_device(options.device)
     unused = [name for name in values if name not in program.inputs]
@@ -317,60 +257,20 @@ def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOption
     return tuple(r for r in reports if r is not None)
 
 
-def replay_command(prep: Prepared, options: CheckOptions, method: str) -> str:
-    """The exact command that reproduces a check."""
-    parts = ["gradcheck", "check", prep.program.source]
+def replay_command(prep: Prepared, options: CheckOptions, method: str, command: str = "check",
+                   extra: Iterable[str] = ()) -> str:
+    """The exact command that reproduces a check (`extra`: the command's own options, e.g. step's --optim)."""
+    parts = ["gradcheck", command, prep.program.source]
     for name, spec in prep.specs.items():
         parts += ["-v", f"{name}={spec_text(spec)}"]
-    if options.grad_output is not None:
-        parts += ["--grad-output", spec_text(options.grad_output)]
-    if options.wrt is not None:
-        parts += ["--wrt", ",".join(prep.wrt)]
-    parts += ["--seed", str(options.seed), "--method", method, "--dtype", options.dtype]
-    for name in ("eps", "atol", "rtol"):
-        if getattr(options, name) is not None:
-            parts += [f"--{name}", repr(getattr(options, name))]
-    if options.device != "cpu":
-        parts += ["--device", options.device]
-    if options.allow_unreliable:
-        parts += ["--allow-unreliable"]
-    if options.order != 1:
-        parts += ["--order", str(options.order)]
-    if options.fast is not None:
-        parts += ["--fast" if options.fast else "--full"]
-    if options.directions != DEFAULT_DIRECTIONS:
-        parts += ["--directions", str(options.directions)]
-    if options.symbolic:
-        parts += ["--symbolic"]
-    for plugin in options.plugins:
-        parts += ["--plugin", plugin]
+    overrides = {"method": method, **({"wrt": prep.wrt} if options.wrt is not None else {})}
+    parts += [*replay_args(options, overrides), *extra]
     if prep.program.source.startswith("-"):  # '--json' is an expression (-(-json)): after '--', never an option
         parts = parts[:2] + parts[3:] + ["--", prep.program.source]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-MAX_REPLAY_ELEMENTS = 64  # larger values given from Python are named in the replay, not spelled out
-
-
-def spec_text(value: Any) -> str:
-    """A value as a SPEC string: strings as given, anything else as a (nested) list."""
-    if isinstance(value, str):
-        return value
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().double().numpy()
-    array = np.asarray(value, dtype=np.float64)
-    if array.size > MAX_REPLAY_ELEMENTS:
-        return f"<{array.size} values of shape {list(array.shape)} given from Python>"
-    return json.dumps(array.tolist())
-
-
-def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output: Any = None,
-          wrt: str | Iterable[str] | None = None, seed: int = 0, dtype: str = "float64",
-          method: str = "auto", eps: float | None = None, atol: float | None = None,
-          rtol: float | None = None, plugins: Iterable[str] = (), device: str = "cpu",
-          limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False, order: int = 1,
-          fast: bool | None = None, directions: int = DEFAULT_DIRECTIONS, symbolic: bool = False,
-          **variables: Any) -> CheckResult:
+def check(expression: str, *, vars: Mapping[str, Any] | None = None, **keywords: Any) -> CheckResult:
     """Check the gradient of an expression, as `gradcheck check` does.
 
     Args:
@@ -378,7 +278,10 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
         vars: variables whose names clash with an option, e.g. vars={"seed": 1.0}.
         grad_output: upstream gradient for a non-scalar output (a VJP); without it, the full Jacobian.
         wrt: the variables that get gradients ("a,b" or ["a", "b"]); the rest are constants.
-        seed, dtype, method, eps, atol, rtol, plugins, device: as the CLI options.
+        seed, dtype, method, eps, atol, rtol, plugins, device, allow_unreliable, order, directions: as the
+            CLI options (every option of `gradcheck check`, named with underscores: options.OPTIONS).
+        limits: a parse.Limits; max_elements, max_length, max_depth, max_statements, max_power, max_memory
+            set one limit each.
         fast: a projected check along `directions` random directions (True), every element (False), or
             projected only when a full check would be too large (None, the default).
         symbolic: also the exact derivative (sympy) as a third opinion on every element.
@@ -390,12 +293,24 @@ def check(expression: str, *, vars: Mapping[str, Any] | None = None, grad_output
     Raises:
         InputError: bad input.
     """
-    values = {**variables, **(vars or {})}
-    options = CheckOptions(grad_output=grad_output, wrt=split_names(wrt), seed=seed, dtype=dtype,
-                           method=method, eps=eps, atol=atol, rtol=rtol, plugins=tuple(plugins),
-                           device=device, limits=limits, allow_unreliable=allow_unreliable, order=order,
-                           fast=fast, directions=directions, symbolic=symbolic)
-    return run_check(expression, values, options)
+    given, variables = split_options(keywords)
+    return run_check(expression, {**variables, **(vars or {})}, api_options(given))
+
+
+def _api_signature() -> inspect.Signature:
+    """check()'s signature as help() and editors show it: every option keyword with its default."""
+    from .options import CHECK_FIELDS, LIMITS
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("expression", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
+              inspect.Parameter("vars", keyword, default=None),
+              *(inspect.Parameter(o.name, keyword, default=o.default) for o in CHECK_FIELDS),
+              inspect.Parameter("limits", keyword, default=DEFAULT_LIMITS),
+              *(inspect.Parameter(o.name, keyword, default=o.default) for o in LIMITS),
+              inspect.Parameter("variables", inspect.Parameter.VAR_KEYWORD)]
+    return inspect.Signature(params, return_annotation=CheckResult)
+
+
+check.__signature__ = _api_signature()
 
 
 def build_graph(expression: str, values: Mapping[str, Any], options: CheckOptions, explain: bool = False):

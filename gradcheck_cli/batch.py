@@ -19,11 +19,12 @@ import re
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
-from .api import DEFAULT_DIRECTIONS, CheckOptions, split_names
 from .cases import (DEFAULT_TIMEOUT, KEEP_ELEMENTS, BatchResult, Case, CaseResult, Status, check_timeout,  # noqa: F401
                     run_case, warm_up)
 from .errors import InputError
 from .files import DEFAULT_MAX_FILE_BYTES, read_regular
+from .options import CHECK_FIELDS, KINDS, LIMITS, check_value, make_options, toml_value, variable_name
+from .parse import DEFAULT_LIMITS
 from .shellwords import split_line
 
 if sys.version_info >= (3, 11):
@@ -31,9 +32,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_OPTION_KEYS = ("dtype", "method", "atol", "rtol", "seed", "eps", "plugins", "device", "wrt", "allow_unreliable",
-                "fast", "directions", "symbolic")
-_KIND_KEYS = ("optim", "steps", "recompute", "accumulate")  # gradcheck step / check --accumulate (see kinds.py)
+# the TOML keys: every check option of the schema (options.py), the case kinds' keys, and the case's own
+_OPTION_KEYS = tuple(o.name for o in (*CHECK_FIELDS, *LIMITS) if o.name != "grad_output")
+_KIND_KEYS = tuple(o.name for o in KINDS)  # gradcheck step / check --accumulate (see kinds.py)
 _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS, *_KIND_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
@@ -56,6 +57,15 @@ class Trust:
                                  "pass --trust-plugins if you trust it")
             out.append(path)
         return tuple(out)
+
+    def limits(self, given: dict[str, Any]) -> None:
+        """A batch file may lower a limit; raising one above its default trusts the file (hostile input)."""
+        for option in LIMITS:
+            value = given.get(option.name)
+            default = getattr(DEFAULT_LIMITS, option.name)
+            if value is not None and not self.everything and value > default:
+                raise InputError(f"this batch file raises {option.flag} to {value} (default {default}); pass "
+                                 "--trust-plugins if you trust it")
 
 
 def _is_file_ref(ref: str) -> bool:
@@ -171,27 +181,14 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
         expect = _table(merged.get("expect", {}), "expect")
         for key, value in (*values.items(), *expect.items()):
             _check_value(key, value)
-        if "grad_output" in merged:
-            _check_value("grad_output", merged["grad_output"])
+        values = {variable_name(key): value for key, value in values.items()}
         xfail = merged.get("xfail")
         if xfail is not None and not isinstance(xfail, str):
             raise InputError("xfail must be a string saying why the case is expected to fail")
-        refs = _typed(merged, "plugins", list, [])
-        if not all(isinstance(r, str) for r in refs):
-            raise InputError("plugins must be a list of file paths or module names")
-        refs = trust.resolve(refs, folder)
-        wrt = _typed(merged, "wrt", (str, list), None)
-        if isinstance(wrt, list) and not all(isinstance(w, str) for w in wrt):
-            raise InputError("'wrt' must be a string \"a,b\" or a list of names [\"a\", \"b\"]")
-        options = CheckOptions(
-            grad_output=merged.get("grad_output"), wrt=split_names(wrt),
-            seed=_typed(merged, "seed", int, 0), dtype=_typed(merged, "dtype", str, "float64"),
-            method=_typed(merged, "method", str, "auto"), eps=_number(merged, "eps"),
-            atol=_number(merged, "atol"), rtol=_number(merged, "rtol"),
-            plugins=trust.plugins + refs, device=_typed(merged, "device", str, "cpu"),
-            allow_unreliable=_typed(merged, "allow_unreliable", bool, False),
-            fast=_typed(merged, "fast", bool, None), directions=_typed(merged, "directions", int, DEFAULT_DIRECTIONS),
-            symbolic=_typed(merged, "symbolic", bool, False))
+        given = {o.name: toml_value(o, merged[o.name]) for o in (*CHECK_FIELDS, *LIMITS) if o.name in merged}
+        trust.limits(given)
+        refs = trust.resolve(given.pop("plugins", []), folder)
+        options = make_options(given, plugins=trust.plugins + refs)
         from .kinds import case_kind
         return Case(path, line, name, expr, values, options, expect, xfail, kind=case_kind(own, expect))
     except InputError as err:
@@ -204,43 +201,10 @@ def _table(value: Any, key: str) -> dict:
     return value
 
 
-def _check_value(key: str, value: Any) -> None:
-    """A value is a number, a (nested) list of numbers, or a SPEC string."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, bool) or not isinstance(item, (int, float, str)):
-            raise InputError(f"'{key}' must be a number, a list of numbers or a SPEC string, not {type(item).__name__}")
-
-
-def _typed(table: dict, key: str, kind: Any, default: Any) -> Any:
-    value = table.get(key, default)
-    if value is not default and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise InputError(f"'{key}' must be {names}, not {type(value).__name__}")
-    return value
-
-
-def _number(table: dict, key: str) -> float | None:
-    value = table.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"'{key}' must be a number, not {type(value).__name__}")
-    return float(value)
+_check_value = check_value
 
 
 # ---- txt ----
-
-_TXT_OPTIONS = {"-v": "var", "--var": "var", "--grad-output": "grad_output", "--wrt": "wrt", "--seed": "seed",
-                "--dtype": "dtype", "--method": "method", "--eps": "eps", "--atol": "atol", "--rtol": "rtol",
-                "--plugin": "plugin", "--device": "device", "--name": "name", "--xfail": "xfail",
-                "--directions": "directions", "--accumulate": "accumulate"}
-_TXT_FLAGS = {"--fast": ("fast", True), "--full": ("fast", False), "--allow-unreliable": ("allow_unreliable", True),
-              "--symbolic": ("symbolic", True)}
-
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -279,68 +243,53 @@ def _txt_case(path: str, folder: str, line: int, row: str, trust: Trust) -> Case
         tokens = split_line(row)
         if tokens[:2] == ["gradcheck", "check"]:
             tokens = tokens[2:]
-        fields: dict[str, Any] = {"var": [], "plugin": []}
-        expr = None
-        position = 0
-        while position < len(tokens):
-            token = tokens[position]
-            if token in _TXT_FLAGS:
-                flag, setting = _TXT_FLAGS[token]
-                fields[flag] = setting
-                position += 1
-                continue
-            key = _TXT_OPTIONS.get(token.split("=", 1)[0] if token.startswith("--") else token)
-            if key is None:
-                if expr is not None:
-                    raise InputError(f"unexpected argument {token!r}; quote the expression if it has spaces")
-                expr = token
-                position += 1
-                continue
-            if "=" in token and token.startswith("--"):
-                value = token.split("=", 1)[1]
-                position += 1
-            elif position + 1 < len(tokens):
-                value = tokens[position + 1]
-                position += 2
-            else:
-                raise InputError(f"{token} needs a value")
-            if key in ("var", "plugin"):
-                fields[key].append(value)
-            else:
-                fields[key] = value
-        if not expr:
-            raise InputError("the line has no expression")
-        name = fields.get("name", name)
-        values = {}
-        for item in fields["var"]:
-            var, sep, spec = item.partition("=")
-            if not sep or not var.strip().isidentifier():
-                raise InputError(f"expected -v NAME=SPEC, got {item!r}")
-            values[var.strip()] = spec
-        options = CheckOptions(
-            grad_output=fields.get("grad_output"), wrt=split_names(fields.get("wrt")),
-            seed=_parse(int, fields, "seed", 0), dtype=fields.get("dtype", "float64"),
-            method=fields.get("method", "auto"), eps=_parse(float, fields, "eps", None),
-            atol=_parse(float, fields, "atol", None), rtol=_parse(float, fields, "rtol", None),
-            plugins=trust.plugins + trust.resolve(fields["plugin"], folder), device=fields.get("device", "cpu"),
-            allow_unreliable=fields.get("allow_unreliable", False), fast=fields.get("fast"),
-            symbolic=fields.get("symbolic", False),
-            directions=_parse(int, fields, "directions", DEFAULT_DIRECTIONS))
-        kind = {"accumulate": _parse(int, fields, "accumulate", None)} if "accumulate" in fields else {}
-        return Case(path, line, name, expr, values, options, {}, fields.get("xfail"), kind=kind)
+        params = _parse_txt(tokens)
+        name = params["name"] or name
+        if len(params["dtype"]) > 1:
+            raise InputError("a batch case runs one dtype; give --dtype a single value")
+        given = {o.name: params[o.name] for o in (*CHECK_FIELDS, *LIMITS)}
+        trust.limits(given)
+        refs = trust.resolve(given.pop("plugins"), folder)
+        options = make_options(given, plugins=trust.plugins + refs)
+        kind = {o.name: params[o.name] for o in KINDS if params.get(o.name) is not None}
+        return Case(path, line, name, params["expr"], _variables(params["variables"]), options, {}, params["xfail"],
+                    kind=kind)
     except InputError as err:
         return Case(path, line, name, problem=err.message)
 
 
-def _parse(kind: type, fields: dict, key: str, default: Any) -> Any:
-    if key not in fields:
-        return default
+def _variables(pairs: Any) -> dict[str, Any]:
+    from .options import variable_values
+    return variable_values(pairs)
+
+
+def _parse_txt(tokens: list[str]) -> dict[str, Any]:
+    """A txt line's arguments, parsed by click's own parser of `gradcheck check`; a usage error is one line."""
+    import click
     try:
-        return kind(fields[key])
-    except ValueError:
-        raise InputError(f"--{key.replace('_', '-')} must be {kind.__name__}, not {fields[key]!r}") from None
+        return _txt_command().make_context("check", tokens).params
+    except click.MissingParameter as err:
+        if err.param is not None and err.param.name == "expr":
+            raise InputError("the line has no expression") from None
+        raise InputError(err.format_message()) from None
+    except click.ClickException as err:
+        raise InputError(err.format_message()) from None
 
 
+_TXT_ONLY = ("rows", "fmt", "as_json", "explain")  # how `check` shows a result: no meaning in a batch line
+_txt_cache: list[Any] = []
+
+
+def _txt_command() -> Any:
+    """`gradcheck check`'s own parameters (less its display options), plus --name and --xfail."""
+    if not _txt_cache:
+        import click
+        from .cli import ExpressionCommand, check
+        params = [p for p in check.params if p.name not in _TXT_ONLY]
+        params += [click.Option(["--name"], help="The case's name in reports."),
+                   click.Option(["--xfail"], metavar="WHY", help="Expected to fail, because WHY.")]
+        _txt_cache.append(ExpressionCommand("check", params=params, add_help_option=False))
+    return _txt_cache[0]
 
 
 # ---- running ----

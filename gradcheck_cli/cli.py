@@ -2,21 +2,15 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
-import re
 import sys
-import unicodedata
 from typing import Any, Callable
 
 import click
 
 from .errors import ExitStatus, InputError
 from .files import DEFAULT_MAX_FILE_BYTES
-
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-
 
 class VarSpec(click.ParamType):
     """NAME=SPEC → (name, spec text); the SPEC itself is read by the library."""
@@ -26,10 +20,13 @@ class VarSpec(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, str]:
         if isinstance(value, tuple):
             return value
+        from .options import variable_name
         name, sep, spec = value.partition("=")
-        name = name.strip()
-        name = unicodedata.normalize("NFKC", name)  # as Python reads names in the expression (α, ﬁ)
-        if not sep or not (_NAME.match(name) or (name.isidentifier() and not name.startswith("_"))):
+        try:
+            name = variable_name(name) if sep else None
+        except InputError:
+            name = None
+        if name is None:
             self.fail(f"expected NAME=SPEC such as a=2,3 or w=randn(3,4), got {value!r}", param, ctx)
         return name, spec
 
@@ -38,15 +35,15 @@ class DtypeList(click.ParamType):
     """float64 or a comma list such as float64,float32,bfloat16."""
 
     name = "DTYPE[,DTYPE...]"
-    choices = ("float64", "float32", "float16", "bfloat16")
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
+        from .options import DTYPES
         items = tuple(dict.fromkeys(v.strip() for v in str(value).split(",") if v.strip()))
-        unknown = [v for v in items if v not in self.choices]
+        unknown = [v for v in items if v not in DTYPES]
         if unknown or not items:
-            self.fail(f"{unknown[0] if unknown else value!r} is not a dtype; use {', '.join(self.choices)}", param, ctx)
+            self.fail(f"{unknown[0] if unknown else value!r} is not a dtype; use {', '.join(DTYPES)}", param, ctx)
         return items
 
 
@@ -97,80 +94,54 @@ class ExpressionCommand(click.Command):
         return super().parse_args(ctx, out + (["--", *moved] if moved else []))
 
 
-def _limit_options(fn: Callable) -> Callable:
-    from .parse import DEFAULT_LIMITS
-    for field, help_text in (("max_elements", "largest input tensor, in elements"),
-                             ("max_length", "longest expression, in characters"),
-                             ("max_depth", "deepest nesting of the expression"),
-                             ("max_statements", "most statements in one expression"),
-                             ("max_power", "largest literal exponent"),
-                             ("max_memory", "memory one case may use (inputs, autograd, Jacobian, "
-                                            "numeric side), in MB")):
-        default = getattr(DEFAULT_LIMITS, field)
-        kind = float if isinstance(default, float) else int
-        fn = click.option(f"--{field.replace('_', '-')}", type=kind, default=default, show_default=True,
-                          help=f"Limit: {help_text}.")(fn)
-    return fn
+def _click_option(option: Any) -> Callable:
+    """One schema row (options.OPTIONS) as a click option."""
+    tag = option.kind.tag
+    kw: dict[str, Any] = {"help": option.help, "required": option.required}
+    if option.metavar:
+        kw["metavar"] = option.metavar
+    if tag == "flag":
+        kw["is_flag"] = True
+    elif tag == "paths":
+        kw["multiple"] = True
+    elif tag == "dtypes":
+        kw["type"] = DtypeList()
+    elif tag == "int":
+        kw["type"] = click.IntRange(*option.bounds) if option.bounds else int
+    elif tag == "number":
+        kw["type"] = float
+    elif tag == "text" and option.choices:
+        kw["type"] = click.Choice(option.choices)
+    if tag not in ("flag", "paths"):
+        kw["default"] = option.default
+        kw["show_default"] = option.default is not None
+    return click.option(*option.flags, option.name, **kw)
 
 
-def expression_options(fn: Callable) -> Callable:
-    """-v/--var, --seed, --dtype, --plugin and the limits: what every expression command takes."""
-    fn = _limit_options(fn)
-    fn = click.option("--device", default="cpu", show_default=True,
-                      help="torch device for the analytic side (the numeric side stays on the CPU).")(fn)
-    fn = click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module",
-                      help="Custom ops: a file or module defining OPS (and optionally NUMPY_OPS).")(fn)
-    fn = click.option("--dtype", type=DtypeList(), default="float64", show_default=True,
-                      help="dtype of the torch side: float64, float32, float16 or bfloat16; a comma list "
-                           "(float64,float32,bfloat16) runs each and says whether a gap is rounding or a bug.")(fn)
-    fn = click.option("--seed", type=int, default=0, show_default=True,
-                      help="Seed for random values: same seed, same values, same output.")(fn)
-    fn = click.option("-v", "--var", "variables", type=VarSpec(), multiple=True,
-                      help="A variable's value: 2 | 2,3 | [[1,2],[3,4]] | randn(3,4) | rand(2) | ones(2,2) "
-                           "| zeros(3). Unnamed variables get a random scalar in [0.5, 1.5).")(fn)
-    return fn
+def _schema_options(*groups: str, first: Callable | None = None) -> Callable[[Callable], Callable]:
+    """A decorator: the schema's options of these groups, in schema order (after `first`)."""
+    def decorate(fn: Callable) -> Callable:
+        from .options import in_group
+        for option in reversed(in_group(*groups)):
+            fn = _click_option(option)(fn)
+        return first(fn) if first else fn
+    return decorate
 
 
-def grad_output_option(fn: Callable) -> Callable:
-    return click.option("--grad-output", metavar="SPEC",
-                        help="Upstream gradient for a non-scalar output, as Q.backward(gradient=g).")(fn)
+def _var_option(fn: Callable) -> Callable:
+    return click.option("-v", "--var", "variables", type=VarSpec(), multiple=True,
+                        help="A variable's value: 2 | 2,3 | [[1,2],[3,4]] | randn(3,4) | rand(2) | ones(2,2) "
+                             "| zeros(3). Unnamed variables get a random scalar in [0.5, 1.5).")(fn)
 
 
-def wrt_option(fn: Callable) -> Callable:
-    return click.option("--wrt", metavar="a,b", help="Only these variables get gradients; the rest are constants.")(fn)
-
-
-def method_options(fn: Callable) -> Callable:
-    """--method and --eps: how the numeric side differentiates."""
-    fn = click.option("--eps", type=float, help="Absolute finite-difference step (default: per element).")(fn)
-    fn = click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex", "taylor"]),
-                      default="auto", show_default=True, help="Numeric method; auto picks complex step "
-                      "where every op allows it, else Richardson; taylor fits the order of the Taylor "
-                      "remainder (2: right, 1: wrong) instead of comparing values.")(fn)
-    return fn
-
-
-def check_options(fn: Callable) -> Callable:
-    """The gradient options of `check`."""
-    fn = click.option("--rtol", type=float, help="Relative tolerance (default: by dtype).")(fn)
-    fn = click.option("--atol", type=float, help="Absolute tolerance (default: by dtype).")(fn)
-    fn = method_options(fn)
-    fn = grad_output_option(fn)
-    fn = wrt_option(fn)
-    fn = click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
-                      help="2 also checks second derivatives (double backward) as an element-wise Hessian.")(fn)
-    fn = click.option("--allow-unreliable", is_flag=True,
-                      help="Elements where the numeric estimate is itself unsure do not fail the check.")(fn)
-    fn = click.option("--fast/--full", default=None,
-                      help="Projected check along random ±1 directions, with a statement of what it covers "
-                           "(--fast), or every element (--full). Default: projected only when a full check "
-                           "would be too large.")(fn)
-    fn = click.option("--directions", type=click.IntRange(1, 1000), default=16, show_default=True,
-                      help="Random directions of a projected check.")(fn)
-    fn = click.option("--symbolic", is_flag=True,
-                      help="Also the exact derivative from sympy (pip install sympy), as a third column that "
-                           "says which side is off where analytic and numeric disagree.")(fn)
-    return fn
+# Shared options, generated from the schema (options.GROUPS says which commands take which).
+expression_options = _schema_options("expression", "limits", first=_var_option)  # -v, --seed, --dtype, ...
+grad_output_option = _schema_options("grad_output")
+wrt_option = _schema_options("wrt")
+method_options = _schema_options("method")              # --method and --eps
+check_options = _schema_options("check", "method", "grad_output", "wrt")  # the gradient options of `check`
+accumulate_option = _schema_options("accumulate")
+step_options = _schema_options("step")                  # --optim, --steps, --recompute
 
 
 def format_option(fn: Callable) -> Callable:
@@ -187,26 +158,14 @@ def explain_option(fn: Callable) -> Callable:
 
 
 def _options(kw: dict[str, Any]):
-    """Click keyword arguments → CheckOptions (the library's own type)."""
-    from .api import CheckOptions, split_names
-    from .parse import Limits
-    limits = Limits(**{f.name: kw.pop(f.name) for f in dataclasses.fields(Limits)})
-    return CheckOptions(grad_output=kw.get("grad_output"), wrt=split_names(kw.get("wrt")),
-                        seed=kw["seed"], dtype=kw["dtype"][0], method=kw.get("method", "auto"),
-                        eps=kw.get("eps"), atol=kw.get("atol"), rtol=kw.get("rtol"),
-                        plugins=tuple(kw["plugins"]), device=kw["device"], limits=limits,
-                        allow_unreliable=kw.get("allow_unreliable", False), order=kw.get("order", 1),
-                        fast=kw.get("fast"), directions=kw.get("directions", 16),
-                        symbolic=kw.get("symbolic", False))
+    """Click keyword arguments → CheckOptions (the library's own type); other keywords are ignored."""
+    from .options import make_options
+    return make_options(kw)
 
 
 def _values(variables: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for name, spec in variables:
-        if name in values:
-            raise InputError(f"-v {name}= is given twice")
-        values[name] = spec
-    return values
+    from .options import variable_values
+    return variable_values(variables)
 
 
 def _console(stderr: bool = False):
@@ -275,9 +234,7 @@ def _guard(fn: Callable) -> Callable:
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Elements shown per variable in the table (the worst first); 0 shows all.")
 @explain_option
-@click.option("--accumulate", type=click.IntRange(min=1), metavar="N",
-              help="Also call backward() N times without zeroing (.grad must be k × the gradient after pass k), "
-                   "then N times with .grad.zero_() before each (1 × every time).")
+@accumulate_option
 @_guard
 def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, explain: bool, accumulate: int | None,
           **kw: Any) -> None:
@@ -446,13 +403,7 @@ def _accumulate(expr: str, variables: tuple, passes: int, as_json: bool, rows: i
 @main.command(cls=ExpressionCommand)
 @click.argument("expr")
 @expression_options
-@click.option("--optim", required=True, metavar="'NAME(key=value, ...)'",
-              help="The optimizer, as torch.optim.NAME(params, key=value, ...) is called: SGD, Adam, AdamW, RMSprop, "
-                   "Adagrad, Adamax, NAdam, RAdam, Adadelta, Rprop, or a plugin's OPTIMIZERS.")
-@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps to run.")
-@click.option("--recompute/--no-recompute", default=True, show_default=True,
-              help="zero_grad, recompute the loss and backward before every step (a training loop); "
-                   "--no-recompute calls step() again on the first .grad.")
+@step_options
 @check_options
 @format_option
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,

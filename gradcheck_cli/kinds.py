@@ -19,13 +19,14 @@ from .errors import InputError
 
 def case_kind(table: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
     """The kind keys of one [[case]] table, type-checked (batch files come from strangers)."""
+    from .options import KINDS, toml_value
     kind: dict[str, Any] = {}
-    for key, kinds in (("optim", str), ("steps", int), ("recompute", bool), ("accumulate", int)):
-        if key in table:
-            value = table[key]
-            if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
-                raise InputError(f"'{key}' must be {kinds.__name__}, not {type(value).__name__}")
-            kind[key] = value
+    for option in KINDS:  # type and range, from the schema (options.py)
+        if option.name in table:
+            kind[option.name] = option.convert(toml_value(option, table[option.name]))
+            problem = option.problem(kind[option.name])
+            if problem:
+                raise InputError(problem)
     if "optim" not in kind and ({"steps", "recompute"} & set(kind)):
         raise InputError("'steps' and 'recompute' belong to an optimizer case; add optim = \"SGD(lr=0.01)\"")
     if "optim" in kind and "accumulate" in kind:

@@ -11,7 +11,6 @@ from a wrong step) and the new parameter values, with the same rule as `check`:
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,9 +22,9 @@ from .errors import ExitStatus, InputError
 from .evaluate import TorchBackend, Walker
 from .numeric import TAYLOR, NumericEngine, choose_method
 from .optim import PLUGIN_ERRORS, Optimizer, resolve_optimizer
+from .options import MAX_STEPS, api_options, kind_replay, split_options
 from .verdict import SAFETY, Evidence, Policy
 
-MAX_STEPS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,22 +290,19 @@ def _numeric_gradients(prep: Prepared, point: dict[str, np.ndarray], method: str
 
 def _replay(prep: Prepared, options: StepOptions, method: str) -> str:
     """The command that reproduces this run."""
-    line = replay_command(prep, options.check, method).replace("gradcheck check ", "gradcheck step ", 1)
-    line += f" --optim {shlex.quote(options.optim)} --steps {options.steps}"
-    return line + ("" if options.recompute else " --no-recompute")
+    extra = kind_replay({"optim": options.optim, "steps": options.steps, "recompute": options.recompute})
+    return replay_command(prep, options.check, method, command="step", extra=extra)
 
 
 def step(expression: str, *, optim: str, steps: int = 1, recompute: bool = True,
-         vars: Mapping[str, Any] | None = None, wrt: Any = None, seed: int = 0, dtype: str = "float64",
-         method: str = "auto", eps: float | None = None, atol: float | None = None, rtol: float | None = None,
-         plugins: Any = (), device: str = "cpu", **variables: Any) -> StepResult:
+         vars: Mapping[str, Any] | None = None, **keywords: Any) -> StepResult:
     """Optimizer steps on a loss, verified step by step, as `gradcheck step` does.
 
     Args:
         expression: the loss, e.g. "w[0]**2 + 2*w[1]**2".
         optim: the optimizer as torch.optim is called, e.g. "SGD(lr=0.01, momentum=0.1)".
         steps: how many steps. recompute: False repeats step() on the first gradient.
-        vars, wrt, seed, dtype, method, eps, atol, rtol, plugins, device: as for `check`.
+        vars, wrt, seed, dtype, method, eps, atol, rtol, plugins, device, ...: as for `check`.
         **variables: the starting values.
 
     Returns:
@@ -315,7 +311,6 @@ def step(expression: str, *, optim: str, steps: int = 1, recompute: bool = True,
     Raises:
         InputError: bad input.
     """
-    from .api import split_names
-    options = CheckOptions(wrt=split_names(wrt), seed=seed, dtype=dtype, method=method, eps=eps, atol=atol,
-                           rtol=rtol, plugins=tuple(plugins), device=device)
-    return run_step(expression, {**variables, **(vars or {})}, StepOptions(optim, steps, recompute, options))
+    given, variables = split_options(keywords)
+    return run_step(expression, {**variables, **(vars or {})},
+                    StepOptions(optim, steps, recompute, api_options(given)))
