@@ -144,11 +144,30 @@ accumulate_option = _schema_options("accumulate")
 step_options = _schema_options("step")                  # --optim, --steps, --recompute
 
 
-def format_option(fn: Callable) -> Callable:
-    fn = click.option("--json", "as_json", is_flag=True, help="Short for --format json.")(fn)
-    fn = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-                      show_default=True, help="Output format.")(fn)
-    return fn
+def format_options(kind: str, help_text: str = "Output format.") -> Callable[[Callable], Callable]:
+    """--format (the renderers registered for this result kind, render/__init__.py) and --json."""
+    def decorate(fn: Callable) -> Callable:
+        from .render import formats
+        fn = click.option("--json", "as_json", is_flag=True, help="Short for --format json.")(fn)
+        return click.option("--format", "fmt", type=click.Choice(formats(kind)), default="table",
+                            show_default=True, help=help_text)(fn)
+    return decorate
+
+
+format_option = format_options("check")
+
+
+def _show(kind: str, fmt: str, result: Any, crop: bool = False, **view: Any) -> None:
+    """Render a result through the registry: text goes to stdout as it is, a renderable to the console."""
+    from .render import View, render
+    console = _console() if fmt == "table" else None
+    if console is not None and kind == "steps":
+        view.update(terminal=console.is_terminal and not console.no_color, width=console.width)
+    output = render(kind, fmt, result, View(**view))
+    if isinstance(output, str):
+        click.echo(output, nl=False)
+    else:
+        (console or _console()).print(output, crop=crop)  # crop=False: the replay line stays whole
 
 
 def explain_option(fn: Callable) -> Callable:
@@ -250,29 +269,29 @@ def check(expr: str, variables: tuple, fmt: str, as_json: bool, rows: int, expla
     dtypes = kw["dtype"]
     if accumulate and len(dtypes) > 1:
         raise InputError("--accumulate runs one dtype; give --dtype a single value")
+    fmt = "json" if as_json else fmt
     if len(dtypes) > 1:
-        return _ladder(expr, variables, dtypes, as_json or fmt == "json", rows, kw)
+        from .ladder import run_ladder
+        ladder = run_ladder(expr, _values(variables), _options(kw), dtypes)
+        _show("ladder", fmt, ladder, rows=rows)
+        sys.exit(ladder.exit_status)
     if accumulate:
-        return _accumulate(expr, variables, accumulate, as_json or fmt == "json", rows, kw)
+        from .accumulate import run_accumulate
+        result = run_accumulate(expr, _values(variables), _options(kw), accumulate)
+        _show("accumulate", fmt, result, rows=rows)
+        sys.exit(result.exit_status)
     from .api import build_graph, run_check
     options = _options(kw)
     with _stdout_to_stderr(bool(kw["plugins"])):  # a plugin's prints must not break the report (or its JSON)
         result = run_check(expr, _values(variables), options)
         dag = build_graph(expr, _values(variables), options, explain=True) if explain else None
-    if as_json or fmt == "json":
-        from .render.json import check_dict, dag_dict, dumps
-        click.echo(dumps({**check_dict(result), **({"explain": dag_dict(dag)} if explain else {})}))
-    else:
-        from .render.table import check_view
-        _console().print(check_view(result, rows, dag), crop=False)  # the replay line stays whole
+    _show("check", fmt, result, rows=rows, explain=dag)
     sys.exit(ExitStatus.OK if result.ok else ExitStatus.MISMATCH)
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "github"]), default="table",
-              show_default=True, help="Report format; github prints workflow annotations.")
-@click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+@format_options("batch", "Report format; github prints workflow annotations.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report to this file "
               "(a regular file, written whole; anything else there is refused).")
 @click.option("--plugin", "plugins", multiple=True, metavar="FILE.py|module",
@@ -319,17 +338,9 @@ def batch(paths: tuple[str, ...], fmt: str, as_json: bool, junit: str | None, pl
         click.echo(f"error: {visible(problem)}", err=True)
     if junit:
         from .files import write_atomic
-        from .render.junit import junit_xml
-        write_atomic(junit, junit_xml(result), batch_files(paths))
-    if fmt == "json":
-        from .render.json import batch_dict, dumps
-        click.echo(dumps(batch_dict(result)))
-    elif fmt == "github":
-        from .render.batch import github_annotations
-        click.echo(github_annotations(result), nl=False)
-    else:
-        from .render.batch import batch_view
-        _console().print(batch_view(result, rows), crop=False)
+        from .render import render
+        write_atomic(junit, render("batch", "junit", result), batch_files(paths))
+    _show("batch", fmt, result, rows=rows)
     sys.exit(result.exit_status)
 
 
@@ -372,34 +383,6 @@ def _progress(enabled: bool):
         yield lambda case: bar.advance(task)
 
 
-def _ladder(expr: str, variables: tuple, dtypes: tuple[str, ...], as_json: bool, rows: int, kw: dict) -> None:
-    """`check --dtype a,b,c`: one check per dtype, and a verdict on each gap."""
-    from .ladder import run_ladder
-    ladder = run_ladder(expr, _values(variables), _options(kw), dtypes)
-    if as_json:
-        from .render.json import check_dict, dumps
-        click.echo(dumps({"ok": ladder.ok, "ladder": [
-            {"dtype": r.dtype, "verdict": v, "result": check_dict(r)} for r, v in zip(ladder.results, ladder.verdicts)]}))
-    else:
-        from .render.table import ladder_view
-        _console().print(ladder_view(ladder.results, ladder.verdicts, rows), crop=False)
-    sys.exit(ladder.exit_status)
-
-
-def _accumulate(expr: str, variables: tuple, passes: int, as_json: bool, rows: int, kw: dict) -> None:
-    """`check --accumulate N`: the check, then .grad over N backward() calls, unzeroed and zeroed."""
-    from .accumulate import run_accumulate
-    result = run_accumulate(expr, _values(variables), _options(kw), passes)
-    if as_json:
-        from .render.json import dumps
-        from .render.step import accumulate_dict
-        click.echo(dumps(accumulate_dict(result)))
-    else:
-        from .render.step import accumulate_view
-        _console().print(accumulate_view(result, rows), crop=False)
-    sys.exit(result.exit_status)
-
-
 @main.command(cls=ExpressionCommand)
 @click.argument("expr")
 @expression_options
@@ -428,13 +411,7 @@ def step(expr: str, variables: tuple, optim: str, steps: int, recompute: bool, f
     if len(kw["dtype"]) > 1:
         raise InputError("gradcheck step runs one dtype; give --dtype a single value")
     result = run_step(expr, _values(variables), StepOptions(optim, steps, recompute, _options(kw)))
-    if as_json or fmt == "json":
-        from .render.json import dumps
-        from .render.step import step_dict
-        click.echo(dumps(step_dict(result)))
-    else:
-        from .render.step import step_view
-        _console().print(step_view(result, rows), crop=False)  # the replay line stays whole
+    _show("step", "json" if as_json else fmt, result, rows=rows)
     sys.exit(result.exit_status)
 
 
@@ -475,12 +452,7 @@ def graph(expr: str, variables: tuple, dot: str | None, svg: str | None, png: st
         return
     if dot:  # before printing: an unwritable path is bad input, reported alone
         write_atomic(dot, text)
-    if as_json or fmt == "json":
-        from .render.json import dag_dict, dumps
-        click.echo(dumps({"expression": expr, "graph": dag_dict(dag)}))
-        return
-    from .render.graph import dag_tree
-    _console().print(dag_tree(dag, f"grad_fn graph of {expr}"))
+    _show("graph", "json" if as_json else fmt, dag, crop=True, title=f"grad_fn graph of {expr}", expression=expr)
 
 
 @main.command(cls=ExpressionCommand)
@@ -509,14 +481,7 @@ def steps(expr: str, variables: tuple, element: str | None, png: str | None, fmt
         from .files import write_atomic
         from .render.steps import steps_png
         write_atomic(png, steps_png(curves))
-    if as_json or fmt == "json":
-        from .render.json import dumps
-        from .steps import curves_dict
-        click.echo(dumps(curves_dict(curves)))
-        return
-    from .render.steps import steps_view
-    console = _console()
-    console.print(steps_view(curves, terminal=console.is_terminal and not console.no_color, width=console.width))
+    _show("steps", "json" if as_json else fmt, curves, crop=True)
 
 
 @main.command()
@@ -531,13 +496,5 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
       gradcheck ops
     """
     from .api import load_table
-    from .ops import functions
-    table = functions(load_table(plugins))
-    if as_json or fmt == "json":
-        from .render.json import dumps
-        click.echo(dumps([{"name": s.name, "signature": s.signature(), "group": s.group.value,
-                           "complex_step": s.complex_ok, "doc": s.doc} for s in table.values()]))
-        return
-    from .render.table import ops_table
-    syntax_only = [row for row in load_table(plugins).values() if not row.named]  # x[i], x.T, a < b, ...
-    _console().print(ops_table([*table.values(), *syntax_only]))
+    from .ops import listing
+    _show("ops", "json" if as_json else fmt, listing(load_table(plugins)), crop=True)

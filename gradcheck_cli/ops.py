@@ -22,7 +22,7 @@ import enum
 import importlib
 import math
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -747,3 +747,15 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 def functions(table: dict[str, OpSpec]) -> dict[str, OpSpec]:
     """The ops an expression may call by name (or as a method)."""
     return {name: row for name, row in table.items() if row.named}
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """What `gradcheck ops` shows: the functions by name, and the syntax-only rows (x[i], x.T, a < b, ...)."""
+
+    functions: tuple[OpSpec, ...]
+    syntax: tuple[OpSpec, ...]
+
+
+def listing(table: Mapping[str, OpSpec]) -> Listing:
+    return Listing(tuple(functions(dict(table)).values()), tuple(row for row in table.values() if not row.named))
