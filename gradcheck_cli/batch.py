@@ -243,7 +243,8 @@ def _txt_case(path: str, folder: str, line: int, row: str, trust: Trust) -> Case
         tokens = split_line(row)
         if tokens[:2] == ["gradcheck", "check"]:
             tokens = tokens[2:]
-        params = _parse_txt(tokens)
+        from .txtline import parse_line
+        params = parse_line(tokens)
         name = params["name"] or name
         if len(params["dtype"]) > 1:
             raise InputError("a batch case runs one dtype; give --dtype a single value")
@@ -261,35 +262,6 @@ def _txt_case(path: str, folder: str, line: int, row: str, trust: Trust) -> Case
 def _variables(pairs: Any) -> dict[str, Any]:
     from .options import variable_values
     return variable_values(pairs)
-
-
-def _parse_txt(tokens: list[str]) -> dict[str, Any]:
-    """A txt line's arguments, parsed by click's own parser of `gradcheck check`; a usage error is one line."""
-    import click
-    try:
-        return _txt_command().make_context("check", tokens).params
-    except click.MissingParameter as err:
-        if err.param is not None and err.param.name == "expr":
-            raise InputError("the line has no expression") from None
-        raise InputError(err.format_message()) from None
-    except click.ClickException as err:
-        raise InputError(err.format_message()) from None
-
-
-_TXT_ONLY = ("rows", "fmt", "as_json", "explain")  # how `check` shows a result: no meaning in a batch line
-_txt_cache: list[Any] = []
-
-
-def _txt_command() -> Any:
-    """`gradcheck check`'s own parameters (less its display options), plus --name and --xfail."""
-    if not _txt_cache:
-        import click
-        from .cli import ExpressionCommand, check
-        params = [p for p in check.params if p.name not in _TXT_ONLY]
-        params += [click.Option(["--name"], help="The case's name in reports."),
-                   click.Option(["--xfail"], metavar="WHY", help="Expected to fail, because WHY.")]
-        _txt_cache.append(ExpressionCommand("check", params=params, add_help_option=False))
-    return _txt_cache[0]
 
 
 # ---- running ----

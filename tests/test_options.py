@@ -282,3 +282,14 @@ def test_readme_lists_every_batch_key():
     section = section[:section.index("\n## ", 5)]
     missing = [o.name for o in OPTIONS if f"`{o.name}`" not in section and f"{o.name} =" not in section]
     assert not missing
+
+
+def test_a_txt_line_is_parsed_as_check_parses_it(tmp_path):
+    from gradcheck_cli.txtline import parse_line
+    assert parse_line(["x*2", "-v", "x=1", "--name", "--fast"])["name"] == "--fast"  # a value, not the flag
+    assert parse_line(["x*2", "-v", "x=1", "--name", "--fast"])["fast"] is None
+    line = parse_line(["x*2", "-vx=1", "--seed=3", "--full"])
+    assert (line["variables"], line["seed"], line["fast"], line["directions"]) == ((("x", "1"),), 3, False, 16)
+    with pytest.raises(InputError, match=r"^No such option '--orderr'. Did you mean '--order'\?$"):
+        parse_line(["x*2", "--orderr", "2"])
+    assert parse_line(["-log(p).mean()", "-v", "p=0.2"])["expr"] == "-log(p).mean()"
