@@ -517,7 +517,7 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps (with --optim).")
 @expression_options
 @check_options
-@format_option
+@format_options("module")
 @click.option("--rows", type=click.IntRange(min=0), default=20, show_default=True,
               help="Elements shown per parameter in the table (the worst first); 0 shows all.")
 @_guard
@@ -552,18 +552,9 @@ def module_command(target: str, init: str | None, loss: str | None, params: str 
             stepped = run_module_step(built, _values(variables), options, request, optim, steps)
         else:
             result = run_module_check(built, _values(variables), options, request)
+    fmt = "json" if as_json else fmt
     if optim is not None:
-        from .render.step import step_dict, step_view
-        if as_json or fmt == "json":
-            from .render.json import dumps
-            click.echo(dumps(step_dict(stepped)))
-        else:
-            _console().print(step_view(stepped, rows), crop=False)
+        _show("step", fmt, stepped, rows=rows)
         sys.exit(stepped.exit_status)
-    if as_json or fmt == "json":
-        from .render.json import dumps, module_dict
-        click.echo(dumps(module_dict(result)))
-    else:
-        from .render.module import module_view
-        _console().print(module_view(result, rows), crop=False)  # the replay line stays whole
+    _show("module", fmt, result, rows=rows)
     sys.exit(ExitStatus.OK if result.ok else ExitStatus.MISMATCH)

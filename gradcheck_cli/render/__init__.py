@@ -31,7 +31,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "ladder": {"table": "views:ladder_table", "json": "views:ladder_json"},
     "accumulate": {"table": "views:accumulate_table", "json": "views:accumulate_json"},
     "step": {"table": "views:step_table", "json": "views:step_json"},
-    "module": {},  # gradcheck module registers its views here (render/module.py)
+    "module": {"table": "views:module_table", "json": "views:module_json"},
     "batch": {"table": "views:batch_table", "json": "views:batch_json", "github": "views:batch_github",
               "junit": "views:batch_junit"},
     "graph": {"table": "views:graph_table", "json": "views:graph_json"},

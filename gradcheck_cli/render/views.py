@@ -45,6 +45,16 @@ def accumulate_json(result: Any, view: View) -> str:
     return _json(accumulate_dict(result))
 
 
+def module_table(result: Any, view: View) -> Any:
+    from .module import module_view
+    return module_view(result, view.rows)
+
+
+def module_json(result: Any, view: View) -> str:
+    from .json import module_dict
+    return _json(module_dict(result))
+
+
 def step_table(result: Any, view: View) -> Any:
     from .step import step_view
     return step_view(result, view.rows)
