@@ -142,7 +142,8 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
     (from the back of the list, as -j 1 would run them) while jobs - 1 workers take chunks from the front,
     so the seconds a worker takes to start (spawn, import torch) are spent checking cases, not waiting,
     and a batch that ends before a worker is ready never waits for it. Cases that run plugin code always
-    go to a worker. Without `local`, `jobs` workers run everything.
+    go to a worker (`jobs` of them when this process has no case of its own, and one more when it is done
+    with its own while many remain). Without `local`, `jobs` workers run everything.
     """
     import multiprocessing
     from multiprocessing.connection import wait
@@ -150,9 +151,9 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
     timeout = check_timeout(timeout)
     isolated = collections.deque((i, c) for i, c in work if not local or c.runs_plugin_code)
     shared = collections.deque((i, c) for i, c in work if local and not c.runs_plugin_code)
-    count = min(max(1, jobs - 1) if local else jobs, len(isolated) + len(shared))
+    count = min(jobs - 1 if shared else jobs, len(isolated) + len(shared))  # workers; this process is one more
     # small cases cost less than a round trip: send a few at a time, but leave every runner a share
-    runners = count + (1 if local else 0)
+    runners = max(1, count + (1 if shared else 0))
     chunk = max(1, min(32, (len(isolated) + len(shared)) // (runners * 4) if runners else 1))
     hard = None if timeout is None else timeout * 1.5 + 10.0  # SIGALRM first; this only if the case ignores it
     workers: list[_Worker] = []
@@ -267,6 +268,9 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                     record(index, run_case(case, timeout, keep))
                     if workers:
                         collect(0.0)
+                    if not shared and count < jobs and len(isolated) > 4 * chunk:
+                        count += 1  # this process is done with its share: a worker takes its place
+                        restart()
                     continue
                 if not isolated and not any(w.pending for w in workers):
                     for worker in [w for w in workers if not w.ready]:  # a batch never waits for a worker to start
