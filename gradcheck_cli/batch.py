@@ -332,10 +332,14 @@ def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
         if progress:
             progress(result)
 
-    isolated = [(i, c) for i, c in enumerate(cases) if jobs > 1 or c.runs_plugin_code]
+    if jobs > 1:  # this process runs cases beside jobs - 1 warm workers (plugin code only in those)
+        from .pool import run_pool
+        run_pool(list(enumerate(cases)), jobs, timeout, record, keep, local=True)
+        return BatchResult(tuple(r for r in results if r is not None), tuple(problems))
+    isolated = [(i, c) for i, c in enumerate(cases) if c.runs_plugin_code]
     if isolated:
         from .pool import run_pool
-        run_pool(isolated, jobs, timeout, record, keep)
+        run_pool(isolated, 1, timeout, record, keep)
     chosen = {i for i, _ in isolated}
     if len(chosen) < len(cases):
         warm_up()  # torch's first-use imports, charged to no case's time

@@ -8,12 +8,14 @@ the report's stdout; each case's share of it is added to that case's message.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
 import tempfile
 import time
+from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 from typing import Callable, Sequence
 
 from .cases import KEEP_ELEMENTS, Case, CaseResult, Status, check_timeout, run_case
@@ -21,6 +23,7 @@ from .cases import KEEP_ELEMENTS, Case, CaseResult, Status, check_timeout, run_c
 WORKER_BYTES = 1 << 30        # memory a worker may need: torch itself (~0.4 GB) plus a sizeable case
 MAX_OUTPUT = 4_000            # characters of a case's captured output kept in its message
 MAX_START_FAILURES = 3        # workers that die before they are ready, in a row, before the pool gives up
+MAX_AHEAD_BYTES = 32_768      # a chunk sent ahead, while the worker is busy, never fills the pipe between them
 
 
 def machine_limits() -> tuple[int, int | None]:
@@ -132,20 +135,41 @@ def _died(case: Case, worker: _Worker, seconds: float) -> CaseResult:
 
 
 def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
-             record: Callable[[int, CaseResult], None], keep: int = KEEP_ELEMENTS) -> None:
-    """Run `work` on up to `jobs` warm workers, calling record(index, result) for each case as it ends."""
+             record: Callable[[int, CaseResult], None], keep: int = KEEP_ELEMENTS, local: bool = False) -> None:
+    """Run `work` on warm workers, calling record(index, result) for each case as it ends.
+
+    With `local`, this process is one of the `jobs` runners: it runs cases that run no plugin code itself
+    (from the back of the list, as -j 1 would run them) while jobs - 1 workers take chunks from the front,
+    so the seconds a worker takes to start (spawn, import torch) are spent checking cases, not waiting,
+    and a batch that ends before a worker is ready never waits for it. Cases that run plugin code always
+    go to a worker (`jobs` of them when this process has no case of its own, and one more when it is done
+    with its own while many remain). Without `local`, `jobs` workers run everything.
+    """
     import multiprocessing
     from multiprocessing.connection import wait
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     timeout = check_timeout(timeout)
-    queue = collections.deque(work)
-    count = min(jobs, len(queue))
-    # small cases cost less than a round trip: send a few at a time, but leave every worker a share
-    chunk = max(1, min(32, len(queue) // (count * 4) if count else 1))
+    isolated = collections.deque((i, c) for i, c in work if not local or c.runs_plugin_code)
+    shared = collections.deque((i, c) for i, c in work if local and not c.runs_plugin_code)
+    count = min(jobs - 1 if shared else jobs, len(isolated) + len(shared))  # workers; this process is one more
+    # small cases cost less than a round trip: send a few at a time, but leave every runner a share
+    runners = max(1, count + (1 if shared else 0))
+    chunk = max(1, min(32, (len(isolated) + len(shared)) // (runners * 4) if runners else 1))
     hard = None if timeout is None else timeout * 1.5 + 10.0  # SIGALRM first; this only if the case ignores it
     workers: list[_Worker] = []
     failures = 0
-    with tempfile.TemporaryDirectory(prefix="gradcheck-pool-") as folder:
+
+    def requeue(items: Sequence[tuple[int, Case]]) -> None:
+        for item in reversed(items):
+            (shared if local and not item[1].runs_plugin_code else isolated).appendleft(item)
+
+    def take() -> list[tuple[int, Case]]:
+        taken = []
+        while len(taken) < chunk and (isolated or shared):
+            taken.append((isolated or shared).popleft())
+        return taken
+
+    with tempfile.TemporaryDirectory(prefix="gradcheck-pool-") as folder, _one_thread(local):
         serial = iter(range(1 << 30))
 
         def start() -> _Worker:
@@ -168,61 +192,108 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
             if worker.pending:
                 index, case = worker.pending[0]
                 record(index, why(case, time.perf_counter() - worker.since))
-                queue.extendleft(reversed(worker.pending[1:]))
+                requeue(worker.pending[1:])
             if failures >= MAX_START_FAILURES:
-                while queue:
-                    index, case = queue.popleft()
+                while isolated:
+                    index, case = isolated.popleft()
                     record(index, CaseResult(case.file, case.line, case.name, Status.ERROR,
                                              "could not start a worker process (each one ended before it was ready)", 0.0))
 
+        def restart() -> None:
+            if len(workers) < count and failures < MAX_START_FAILURES:
+                workers.append(start())
+
+        def dispatch() -> None:
+            for worker in list(workers):
+                if not worker.ready:
+                    continue
+                if not isolated and not shared and not worker.pending:
+                    worker.conn.send(None)
+                    retire(worker, lambda case, s: None, grace=30.0)
+                    continue
+                # the next chunk goes out while the worker is still on its last one (it never waits on this
+                # process), unless the chunk is large enough to fill the pipe
+                if len(worker.pending) < chunk and (isolated or shared):
+                    taken = take()
+                    message = _ForkingPickler.dumps(taken)
+                    if worker.pending and len(message) > MAX_AHEAD_BYTES:
+                        requeue(taken)
+                        continue
+                    if not worker.pending:
+                        worker.since = time.perf_counter()
+                    worker.pending.extend(taken)
+                    worker.conn.send_bytes(message)
+
+        def collect(wait_for: float | None) -> None:
+            if wait_for is None and hard is not None:
+                busy = [w.since + hard for w in workers if w.pending]
+                wait_for = max(0.0, min(busy) - time.perf_counter()) + 0.01 if busy else None
+            ready = wait([w.conn for w in workers] + [w.process.sentinel for w in workers], timeout=wait_for)
+            for worker in list(workers):
+                alive = True
+                try:
+                    while worker.conn.poll():
+                        message = worker.conn.recv()
+                        if message[0] == "ready":
+                            worker.ready = True
+                            continue
+                        index, result = message
+                        worker.pending.pop(0)
+                        worker.since = time.perf_counter()
+                        record(index, result)
+                except (EOFError, OSError):
+                    alive = False
+                if not alive or worker.process.sentinel in ready and not worker.process.is_alive():
+                    retire(worker, lambda case, s, w=worker: _died(case, w, s), grace=5.0)
+                    if isolated or shared or any(w.pending for w in workers):
+                        restart()
+                elif hard is not None and worker.pending and time.perf_counter() - worker.since > hard:
+                    retire(worker, lambda case, s: CaseResult(
+                        case.file, case.line, case.name, Status.ERROR,
+                        f"timed out after {timeout:g} s (its worker did not answer; it was stopped)", s))
+                    if isolated or shared:
+                        restart()
+            if not workers and isolated:
+                restart()
+
         try:
             workers.extend(start() for _ in range(count))
-            while workers:
-                for worker in list(workers):
-                    if worker.ready and not worker.pending:
-                        if not queue:
-                            worker.conn.send(None)
-                            retire(worker, lambda case, s: None, grace=30.0)
-                            continue
-                        worker.pending = [queue.popleft() for _ in range(min(chunk, len(queue)))]
-                        worker.conn.send(worker.pending)
-                        worker.since = time.perf_counter()
-                if not workers:
-                    break
-                wait_for = None
-                if hard is not None:
-                    busy = [w.since + hard for w in workers if w.pending]
-                    wait_for = max(0.0, min(busy) - time.perf_counter()) + 0.01 if busy else None
-                ready = wait([w.conn for w in workers] + [w.process.sentinel for w in workers], timeout=wait_for)
-                for worker in list(workers):
-                    alive = True
-                    try:
-                        while worker.conn.poll():
-                            message = worker.conn.recv()
-                            if message[0] == "ready":
-                                worker.ready = True
-                                continue
-                            index, result = message
-                            worker.pending.pop(0)
-                            worker.since = time.perf_counter()
-                            record(index, result)
-                    except (EOFError, OSError):
-                        alive = False
-                    if not alive or worker.process.sentinel in ready and not worker.process.is_alive():
-                        retire(worker, lambda case, s, w=worker: _died(case, w, s), grace=5.0)
-                        if queue or any(w.pending for w in workers):
-                            if len(workers) < count and queue:
-                                workers.append(start())
-                    elif hard is not None and worker.pending and time.perf_counter() - worker.since > hard:
-                        retire(worker, lambda case, s: CaseResult(
-                            case.file, case.line, case.name, Status.ERROR,
-                            f"timed out after {timeout:g} s (its worker did not answer; it was stopped)", s))
-                        if queue:
-                            workers.append(start())
-                if not workers and queue and failures < MAX_START_FAILURES:
-                    workers.append(start())
+            if shared:
+                from .cases import warm_up
+                warm_up()  # this process's torch first-use imports, charged to no case's time
+            while workers or shared:
+                dispatch()
+                if shared:
+                    index, case = shared.pop()
+                    record(index, run_case(case, timeout, keep))
+                    if workers:
+                        collect(0.0)
+                    if not shared and count < jobs and len(isolated) > 4 * chunk:
+                        count += 1  # this process is done with its share: a worker takes its place
+                        restart()
+                    continue
+                if not isolated and not any(w.pending for w in workers):
+                    for worker in [w for w in workers if not w.ready]:  # a batch never waits for a worker to start
+                        retire(worker, lambda case, s: None)
+                    continue  # dispatch() sends the ready ones home
+                collect(None)
         finally:
             for worker in workers:
                 if worker.process.is_alive():
                     worker.process.kill()
                 worker.process.join()
+
+
+@contextlib.contextmanager
+def _one_thread(local: bool):
+    """While this process runs cases beside its workers, it runs them on one torch thread, as they do."""
+    if not local:
+        yield
+        return
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -25,6 +25,7 @@ import numpy as np
 
 SAFETY = 2.0           # an error estimate times this is the bound the rule uses
 KINK_CONVERGED = 1e-2  # one-sided bounds below this fraction of the jump: the jump is real
+BLOCK = 1 << 16        # elements compared at a time (a few cache-sized temporaries)
 
 
 class Verdict(enum.IntEnum):
@@ -80,52 +81,102 @@ class Decision:
     kink: np.ndarray | None = None  # True where a kink was proven
 
 
+def _blocks(shape: tuple[int, ...]):
+    """Slices along the first axis of about BLOCK elements each: a 9M-entry Jacobian is compared a few
+    cache-sized blocks at a time, so each temporary is reused from cache instead of written to memory."""
+    if len(shape) == 0 or int(np.prod(shape)) <= BLOCK:
+        yield (...,)
+        return
+    rows = max(1, BLOCK // max(1, int(np.prod(shape[1:]))))
+    for lo in range(0, shape[0], rows):
+        yield (slice(lo, lo + rows),)
+
+
+def _common(analytic: np.ndarray, numeric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both as arrays of one shape (broadcast where they differ; numpy's broadcast_shapes stops at 32 dims)."""
+    analytic, numeric = np.asarray(analytic), np.asarray(numeric)
+    if analytic.shape != numeric.shape:
+        analytic, numeric = np.broadcast_arrays(analytic, numeric)
+    return analytic, numeric
+
+
 def errors(analytic: np.ndarray, numeric: np.ndarray, atol: float,
            rtol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """abs error, rel error, tolerance and where atol decides; in place (a Jacobian may be 9M entries)."""
+    found = _Errors(analytic, numeric)
     with np.errstate(all="ignore"):
-        shape = np.shape(analytic)
-        abs_error = np.subtract(analytic, numeric, out=np.empty(shape))
-        np.abs(abs_error, out=abs_error)
-        rel_error = np.abs(numeric, out=np.empty(shape))  # |numeric| until divided below
-        tolerance = np.multiply(rel_error, rtol, out=np.empty(shape))
-        tolerance += atol
-        atol_decides = tolerance <= 2 * atol if rtol > 0 else np.ones(shape, dtype=bool)
-        np.divide(abs_error, rel_error, out=rel_error)
-        rel_error[abs_error == 0] = 0.0
-    return abs_error, rel_error, tolerance, atol_decides
+        for at in _blocks(found.shape):
+            found.block(at, atol, rtol)
+    return found.abs_error, found.rel_error, found.tolerance, found.atol_decides
+
+
+class _Errors:
+    """The arrays errors() returns, filled a block at a time."""
+
+    def __init__(self, analytic: np.ndarray, numeric: np.ndarray) -> None:
+        self.analytic, self.numeric = _common(analytic, numeric)
+        self.shape = shape = self.analytic.shape
+        self.abs_error, self.rel_error, self.tolerance = np.empty(shape), np.empty(shape), np.empty(shape)
+        self.atol_decides = np.ones(shape, dtype=bool)
+
+    def block(self, at: tuple, atol: float, rtol: float) -> None:
+        n = self.numeric[at]
+        e, r, t = self.abs_error[at], self.rel_error[at], self.tolerance[at]
+        np.subtract(self.analytic[at], n, out=e)
+        np.abs(e, out=e)
+        np.abs(n, out=r)  # |numeric| until divided below
+        np.multiply(r, rtol, out=t)
+        t += atol
+        if rtol > 0:
+            np.less_equal(t, 2 * atol, out=self.atol_decides[at])
+        np.divide(e, r, out=r)
+        unset = np.isnan(r)  # 0/0: no error where numeric is 0 (0/r is already 0 for any other r)
+        if unset.any():
+            r[unset & (e == 0)] = 0.0
 
 
 def needs_more(analytic: np.ndarray, numeric: np.ndarray, bound: np.ndarray, atol: float,
                rtol: float) -> np.ndarray:
     """Elements the numeric estimate alone does not pass: where one-sided probes are worth taking."""
+    analytic, numeric = _common(analytic, numeric)
+    shape = analytic.shape
+    bound = np.broadcast_to(bound, shape)
+    unsure = np.empty(shape, dtype=bool)
     with np.errstate(all="ignore"):
-        gap = np.abs(analytic - numeric)
-        tol = np.abs(numeric)
-        tol *= rtol
-        tol += atol
-        bound = np.broadcast_to(bound, gap.shape)
-        inside = gap <= tol
-        settled = bound <= tol
-        tol += bound
-        settled &= gap <= tol
-        settled |= inside
-        return ~settled
+        for at in _blocks(shape):
+            gap = np.abs(analytic[at] - numeric[at])
+            tol = np.abs(numeric[at])
+            tol *= rtol
+            tol += atol
+            b = bound[at]
+            inside = gap <= tol
+            settled = b <= tol
+            tol += b
+            settled &= gap <= tol
+            settled |= inside
+            np.logical_not(settled, out=unsure[at])
+    return unsure
 
 
 def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
     """Every element's verdict from its evidence, once."""
     analytic, numeric = evidence.analytic, evidence.numeric
-    abs_error, rel_error, tolerance, atol_decides = errors(analytic, numeric, atol, rtol)
+    found = _Errors(analytic, numeric)
+    abs_error, rel_error, tolerance, atol_decides = found.abs_error, found.rel_error, found.tolerance, found.atol_decides
     bound = np.broadcast_to(evidence.bound, abs_error.shape)
-    finite = np.isfinite(abs_error)
-    with np.errstate(all="ignore"):  # boolean and int8 temporaries only: a Jacobian may be 9M entries
-        within = abs_error <= np.add(tolerance, bound)
-        verdict = np.where(within, np.int8(Verdict.UNRELIABLE), np.int8(Verdict.FAIL))
-        settled = bound <= tolerance
-        settled &= within
-        settled |= abs_error <= tolerance
-        verdict[settled] = Verdict.PASS
+    finite = np.empty(abs_error.shape, dtype=bool)
+    verdict = np.empty(abs_error.shape, dtype=np.int8)
+    with np.errstate(all="ignore"):  # a block at a time, errors and verdicts: a Jacobian may be 9M entries
+        for at in _blocks(abs_error.shape):
+            found.block(at, atol, rtol)
+            e, t, b, v = abs_error[at], tolerance[at], bound[at], verdict[at]
+            np.isfinite(e, out=finite[at])
+            within = e <= np.add(t, b)
+            np.copyto(v, np.where(within, np.int8(Verdict.UNRELIABLE), np.int8(Verdict.FAIL)))
+            settled = b <= t
+            settled &= within
+            settled |= e <= t
+            v[settled] = Verdict.PASS
     verdict[~finite] = Verdict.FAIL
     plain = finite.all() and not (verdict == Verdict.UNRELIABLE).any() and evidence.one_sided is None
     if plain and (evidence.exact is None or (verdict == Verdict.PASS).all()):

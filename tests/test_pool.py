@@ -1,0 +1,162 @@
+"""-j N: the same report for any N (verdicts, messages and every number), on a batch that mixes passes,
+failures, errors, expected failures, plugin cases and a timeout; small batches never wait for a worker."""
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from gradcheck_cli import run_batch
+from gradcheck_cli.cases import Status
+from gradcheck_cli.cli import main
+
+PLUGIN = """
+import torch
+
+class Scaled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, k=1.0):
+        ctx.save_for_backward(x)
+        ctx.k = k
+        return x.sin() * k
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos() * ctx.k, None
+
+class Off(torch.autograd.Function):  # backward off by a relative 1e-4
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.exp()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.exp() * (1 + 1e-4)
+
+OPS = {"scaled": Scaled.apply, "off": Off.apply}
+"""
+
+HEAD = """
+[[case]]
+name = "cubic"
+expr = "3*a**3 - b**2"
+vars = { a = [2.0, 3.0], b = [6.0, 4.0] }
+grad_output = [1.0, 1.0]
+expect = { a = [36.0, 81.0], b = [-12.0, -8.0] }
+
+[[case]]
+name = "wrong expect"
+expr = "3*a**3 - b**2"
+vars = { a = [2.0, 3.0], b = [6.0, 4.0] }
+grad_output = [1.0, 1.0]
+expect = { a = [36.0, 80.0] }
+
+[[case]]
+name = "syntax"
+expr = "sin(x"
+
+[[case]]
+name = "plugin right"
+expr = "scaled(x, 2.5).sum()"
+vars = { x = "randn(5)" }
+plugins = ["ops.py"]
+
+[[case]]
+name = "plugin wrong, marked"
+expr = "off(x).sum()"
+vars = { x = [0.5, -1.0] }
+plugins = ["ops.py"]
+xfail = "backward is off by 1e-4"
+
+[[case]]
+name = "plugin wrong"
+expr = "off(x)"
+vars = { x = [0.5, -1.0, 2.0] }
+plugins = ["ops.py"]
+
+[[case]]
+name = "slow"
+expr = "(x @ x.T @ x @ x.T).sum()"
+vars = { x = "randn(600, 600)" }
+method = "richardson"
+"""
+
+SMALL = ["softmax(x, dim=-1)", "(sin(x) * exp(-x)).sum()", "tanh(x @ W).sum()", "y = x + 2; z = y*y*3; z.mean()"]
+VARS = ['{ x = "randn(2,3)" }', '{ x = "randn(4)" }', '{ x = "randn(3)", W = "randn(3,2)" }', '{ x = "ones(2,3)" }']
+
+
+def write_batch(tmp_path, small: int = 40) -> str:
+    (tmp_path / "ops.py").write_text(textwrap.dedent(PLUGIN), encoding="utf-8")
+    body = [HEAD]
+    for i in range(small):
+        body.append(f'[[case]]\nname = "small {i}"\nexpr = "{SMALL[i % 4]}"\nvars = {VARS[i % 4]}\nseed = {i}\n')
+    body.append('[[case]]\nname = "last"\nexpr = "x * 2"\nvars = { x = 1.0 }\n')
+    path = tmp_path / "mixed.toml"
+    path.write_text("\n".join(body), encoding="utf-8")
+    return str(path)
+
+
+def report(path: str, jobs: int) -> dict:
+    result = CliRunner().invoke(main, ["batch", path, "--json", "--trust-plugins", "--timeout", "3",
+                                       "-j", str(jobs)])
+    assert result.exit_code == 2, result.output  # the syntax error and the timeout
+    data = json.loads(result.stdout)
+    for case in data["cases"]:
+        case.pop("seconds")
+    return data
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[str, dict]:
+    path = write_batch(tmp_path_factory.mktemp("mixed"))
+    return path, report(path, 1)
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_every_jobs_value_gives_the_same_report(mixed, jobs):
+    path, one = mixed
+    many = report(path, jobs)
+    statuses = [c["status"] for c in one["cases"]]
+    assert statuses[:7] == [Status.PASS, Status.FAIL, Status.ERROR, Status.PASS, Status.XFAIL, Status.FAIL,
+                            Status.ERROR]
+    assert "timed out" in one["cases"][6]["message"]
+    assert statuses[7:] == [Status.PASS] * 41
+    assert [c["name"] for c in many["cases"]] == [c["name"] for c in one["cases"]]
+    assert many == one  # every verdict, message and number, in file order
+
+
+def test_results_hold_the_same_arrays_for_any_jobs(tmp_path):
+    path = write_batch(tmp_path, small=24)
+    one = run_batch([path], jobs=1, timeout=3, trust_plugins=True)
+    two = run_batch([path], jobs=2, timeout=3, trust_plugins=True)
+    assert len(one.cases) == len(two.cases) == 32
+    for a, b in zip(one.cases, two.cases):
+        assert (a.name, a.status, a.message, a.summary) == (b.name, b.status, b.message, b.summary)
+        assert (a.result is None) == (b.result is None)
+        if a.result is not None:
+            for ra, rb in zip(a.result.results(), b.result.results()):
+                assert ra.name == rb.name
+                assert ra.analytic.tobytes() == rb.analytic.tobytes()
+                assert ra.numeric.tobytes() == rb.numeric.tobytes()
+
+
+def test_a_small_batch_does_not_wait_for_a_worker_to_start(tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text('[[case]]\nname = "a"\nexpr = "x * 2"\nvars = { x = 1.0 }\n'
+                    '[[case]]\nname = "b"\nexpr = "sin(x)"\nvars = { x = 0.5 }\n', encoding="utf-8")
+    run_batch([str(path)], jobs=1)  # this process's first-use imports, outside the timing
+    start = time.perf_counter()
+    one = run_batch([str(path)], jobs=1)
+    alone = time.perf_counter() - start
+    start = time.perf_counter()
+    two = run_batch([str(path)], jobs=2)
+    pooled = time.perf_counter() - start
+    assert [c.status for c in two.cases] == [c.status for c in one.cases] == [Status.PASS, Status.PASS]
+    # a worker takes seconds to start (spawn, import torch); both cases are done long before that
+    assert pooled < alone + 1.5, (pooled, alone)
