@@ -336,3 +336,66 @@ def assert_gradients(expression: str, **kwargs: Any) -> CheckResult:
         from .render.table import check_view, to_text
         raise AssertionError("gradients disagree:\n" + to_text(check_view(result)))
     return result
+
+
+def check_module(module: Any, loss: str | None = None, params: str | Iterable[str] | None = None,
+                 wrt_inputs: bool = False, train: bool = False, *, vars: Mapping[str, Any] | None = None,
+                 grad_output: Any = None, seed: int = 0, dtype: str = "float64", method: str = "auto",
+                 eps: float | None = None, atol: float | None = None, rtol: float | None = None,
+                 plugins: Iterable[str] = (), limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False,
+                 fast: bool | None = None, directions: int = DEFAULT_DIRECTIONS, **values: Any):
+    """Check every parameter gradient of an nn.Module, as `gradcheck module` does.
+
+    Args:
+        module: an nn.Module instance; it is left exactly as it was (copies are checked).
+        loss: an expression with `out` bound to forward's output (a tuple: out[0]); None checks the
+            output itself (a scalar: gradient; with grad_output: a VJP; else the full Jacobian).
+        params: fnmatch globs ("layer.*,head.bias" or a list) choosing the checked parameters.
+        wrt_inputs: also check forward's float tensor arguments.
+        train: train mode (dropout, batch statistics); default eval mode.
+        vars: values whose names clash with an option, e.g. vars={"seed": 1.0}.
+        seed, dtype, method, eps, atol, rtol, plugins, allow_unreliable, fast, directions: as the CLI.
+        **values: forward's arguments by name, and the names `loss` uses.
+
+    Returns:
+        A ModuleResult (a CheckResult): `.ok`, `.parameters["layer.weight"].analytic` / `.numeric` / `.ok`,
+        `.buffers`, `.frozen`, `.unused`.
+
+    Raises:
+        InputError: bad input.
+    """
+    from .module import ModuleRequest, run_module_check, split_globs
+    import inspect as _inspect
+    options = CheckOptions(grad_output=grad_output, seed=seed, dtype=dtype, method=method, eps=eps, atol=atol,
+                           rtol=rtol, plugins=tuple(plugins), limits=limits, allow_unreliable=allow_unreliable,
+                           fast=fast, directions=directions)
+    cls = type(module)
+    try:  # the replay line names the class's file where it has one
+        path = _inspect.getsourcefile(cls) if cls.__module__ != "__main__" else None
+        label = f"{_short_path(path)}:{cls.__name__}" if path else cls.__name__
+    except TypeError:
+        label = cls.__name__
+    request = ModuleRequest(loss=loss, params=split_globs(params), wrt_inputs=bool(wrt_inputs), train=bool(train),
+                            label=label)
+    return run_module_check(module, {**values, **(vars or {})}, options, request)
+
+
+def assert_module_gradients(module: Any, loss: str | None = None, **kwargs: Any):
+    """`check_module`, for tests: raise AssertionError naming the failing dotted parameters (and the
+    full report) unless every gradient agrees. Returns the result when it passes."""
+    result = check_module(module, loss, **kwargs)
+    if not result.ok:
+        from .render.module import module_view
+        from .render.table import to_text
+        failing = [name for name, r in result.parameters.items() if not r.ok]
+        failing += [name for name, r in result.inputs.items() if not r.ok]
+        raise AssertionError(f"gradients of {', '.join(failing) or 'the module'} disagree:\n"
+                             + to_text(module_view(result)))
+    return result
+
+
+def _short_path(path: str) -> str:
+    """A path relative to the working directory when it lies under it."""
+    import os
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

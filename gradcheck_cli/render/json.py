@@ -157,3 +157,35 @@ def _case_result(case: Any, result_dict: Any) -> Any:
             "arrays": f"not kept: {s.elements:,} gradient elements is more than a batch keeps per case; "
                       "run the replay line for them",
             "replay": s.replay}
+
+
+def module_dict(result: Any) -> dict[str, Any]:
+    """The SPEC's JSON object for `gradcheck module`: the check object with "module", "parameters"
+    (dotted name → the fields of an input, "reason" where not ok), "inputs" (with --wrt-inputs),
+    "buffers" (name → shape), "frozen", "unused" (always present)."""
+    base = check_dict(result)
+    out: dict[str, Any] = {"ok": base.pop("ok"), "module": result.module, "loss": result.loss,
+                           "train": result.train}
+    base.pop("inputs")
+    graph, replay, found = base.pop("graph"), base.pop("replay"), base.pop("versions")
+    out.update(base)
+
+    def entry(name: str, r: GradientResult) -> dict[str, Any]:
+        d = gradient_dict(r)
+        if name in result.reasons:
+            d["reason"] = result.reasons[name]
+        if name in result.blamed:
+            d["ops"] = list(result.blamed[name])
+        return d
+
+    out["parameters"] = {name: entry(name, r) for name, r in result.parameters.items()}
+    if result.inputs:
+        out["inputs"] = {name: entry(name, r) for name, r in result.inputs.items()}
+    out["buffers"] = {name: list(shape) for name, shape in result.buffers.items()}
+    out["frozen"] = list(result.frozen)
+    out["unused"] = list(result.unused)
+    out["skipped"] = list(result.skipped)
+    if result.blame:
+        out["blame"] = result.blame
+    out["graph"], out["replay"], out["versions"] = graph, replay, found
+    return out
