@@ -34,7 +34,8 @@ else:  # pragma: no cover
 
 # the TOML keys: every check option of the schema (options.py), the case kinds' keys, and the case's own
 _OPTION_KEYS = tuple(o.name for o in (*CHECK_FIELDS, *LIMITS) if o.name != "grad_output")
-_KIND_KEYS = tuple(o.name for o in KINDS)  # gradcheck step / check --accumulate (see kinds.py)
+_KIND_KEYS = tuple(o.name for o in KINDS) + (  # gradcheck step / check --accumulate (see kinds.py)
+    "module", "init", "loss", "params", "train", "wrt_inputs")  # gradcheck module (kinds.module_kind)
 _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS, *_KIND_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 
@@ -175,6 +176,8 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
         if unknown:
             raise InputError(f"unknown key '{unknown[0]}'; allowed: {', '.join(sorted(_CASE_KEYS))}")
         expr = merged.get("expr")
+        if "module" in own:  # gradcheck module: no expr (its loss is `loss`)
+            expr = "out"
         if not isinstance(expr, str) or not expr.strip():
             raise InputError("the case has no expr (a string such as expr = \"sin(x).sum()\")")
         values = _table(merged.get("vars", {}), "vars")
@@ -190,7 +193,11 @@ def _toml_case(path: str, folder: str, line: int, index: int, merged: dict, own:
         refs = trust.resolve(given.pop("plugins", []), folder)
         options = make_options(given, plugins=trust.plugins + refs)
         from .kinds import case_kind
-        return Case(path, line, name, expr, values, options, expect, xfail, kind=case_kind(own, expect))
+        kind = case_kind(own, expect)
+        if "module" in own:
+            from .kinds import module_kind
+            kind = module_kind(own, folder, trust)
+        return Case(path, line, name, expr, values, options, expect, xfail, kind=kind)
     except InputError as err:
         return Case(path, line, name, problem=err.message)
 

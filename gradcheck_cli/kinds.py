@@ -5,11 +5,16 @@ TOML keys, in a [[case]]:
     steps = 2                             # --steps (default 1)
     recompute = false                     # --no-recompute
     accumulate = 3                        # check --accumulate 3
+    module = "model.py:Model"             # gradcheck module (the file relative to the batch file's folder;
+    init = { in_feature = 1 }             #   it is code: loaded only when trusted, see batch.Trust)
+    loss = "(out - label).mean()"         # --loss; params = "line_layer.*" (or a list); train = true;
+    wrt_inputs = true                     # --wrt-inputs; `expect` then names dotted parameters
 With optim, `expect = { w = [[0.49, 0.48], [0.479, 0.458]] }` gives torch's values after each step,
 which must also hold (with the run's atol/rtol).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -34,10 +39,72 @@ def case_kind(table: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
     return kind
 
 
+_MODULE_KEYS = {"module": str, "loss": str, "train": bool, "wrt_inputs": bool}
+
+
+def module_kind(table: dict[str, Any], folder: str, trust: Any) -> dict[str, Any]:
+    """The keys of a `module` case, type-checked; the module file resolved against the batch file's
+    folder and refused unless trusted (`trust.resolve`, as for plugins)."""
+    from .module import split_globs
+    from .module_load import parse_init, split_ref
+    stray = [k for k in ("optim", "steps", "recompute", "accumulate", "expr") if k in table]
+    if stray:
+        raise InputError(f"a module case takes loss, not '{stray[0]}'")
+    kind: dict[str, Any] = {}
+    for key, kinds in _MODULE_KEYS.items():
+        if key in table:
+            if not isinstance(table[key], kinds):
+                raise InputError(f"'{key}' must be {kinds.__name__}, not {type(table[key]).__name__}")
+            kind[key] = table[key]
+    path, name = split_ref(kind["module"])
+    (resolved,) = trust.resolve([path], folder)
+    kind["module"] = f"{resolved}:{name}"
+    init = table.get("init", {})
+    if not isinstance(init, dict):
+        raise InputError(f"'init' must be a table of keyword arguments (init = {{ in_feature = 1 }}), "
+                         f"not {type(init).__name__}")
+    kind["init"] = parse_init(init)
+    if "params" in table:
+        kind["params"] = split_globs(table["params"])
+    return kind
+
+
+def _run_module(case: Any, verdict: Callable[[Any, Any], tuple[str, str]]) -> tuple[Any, tuple[str, str]]:
+    """A `module` case: build the module under the case's seed, check it, and judge `expect` by parameter."""
+    import dataclasses
+
+    from .batch import Status
+    from .module import ModuleRequest, run_module_check
+    from .module_load import init_text, load
+    kind = case.kind
+    built, path = load(kind["module"], kind["init"], case.options.seed)
+    # the module file given with --plugin (to trust it) is a module, not a plugin of ops
+    plugins = tuple(p for p in case.options.plugins if os.path.realpath(p) != os.path.realpath(path))
+    case = dataclasses.replace(case, options=dataclasses.replace(case.options, plugins=plugins))
+    request = ModuleRequest(loss=kind.get("loss"), params=kind.get("params"), wrt_inputs=kind.get("wrt_inputs", False),
+                            train=kind.get("train", False), label=kind["module"], init=init_text(kind["init"]))
+    result = run_module_check(built, case.values, case.options, request)
+    status, message = verdict(dataclasses.replace(case, expect={}), result)
+    problems = [message] if message else []
+    for name, expected in case.expect.items():
+        if name not in result.parameters:
+            raise InputError(f"expect names '{name}', which is not a checked parameter; they are: "
+                             f"{', '.join(result.parameters) or 'none'}")
+        got = result.parameters[name].analytic
+        want = np.asarray(expected, dtype=np.float64)
+        if want.size != got.size:
+            raise InputError(f"expect.{name} has {want.size} values but the gradient has shape {list(got.shape)}")
+        if not np.allclose(got, want.reshape(got.shape), atol=result.atol, rtol=result.rtol):
+            problems.append(f"{name}: analytic gradient {np.round(got, 10).tolist()} != expected {want.tolist()}")
+    return result, ((Status.FAIL, "; ".join(problems)) if problems else (Status.PASS, ""))
+
+
 def run_kind(case: Any, verdict: Callable[[Any, Any], tuple[str, str]]) -> tuple[Any, tuple[str, str]]:
     """Run a case by its kind: (result, (status, message)). `verdict` judges a plain check's result."""
     from .batch import Status
     kind = case.kind
+    if "module" in kind:
+        return _run_module(case, verdict)
     if "optim" in kind:
         from .stepping import StepOptions, run_step
         result = run_step(case.expr, case.values, StepOptions(kind["optim"], kind.get("steps", 1),

@@ -292,3 +292,53 @@ def test_the_table_fits_80_columns(models):
     assert all(len(line) <= 80 for line in lines if not line.startswith("replay:"))
     assert any(line.startswith("scale  shape [3]") for line in lines)
     assert any("WrongMul" in line for line in lines) and any("FAIL" in line for line in lines)
+
+
+BATCH = textwrap.dedent('''
+    [[case]]
+    name = "notebook"
+    module = "models.py:Model"
+    init = { in_feature = 1, out_feature = 3 }
+    vars = { x = "randn(2,1)", label = [[0.0], [0.0]] }
+    loss = "(out - label).mean()"
+    expect = { "line_layer.bias" = [0.3333333333333333, 0.3333333333333333, 0.3333333333333333] }
+
+    [[case]]
+    name = "wrong"
+    module = "models.py:Scaled"
+    vars = { x = "randn(2,3)" }
+    loss = "out.sum()"
+    params = ["scale", "lin.*"]
+
+    [[case]]
+    name = "bad init"
+    module = "models.py:Model"
+    init = { in_feature = { a = 1 } }
+
+    [[case]]
+    name = "bad type"
+    module = 3
+''')
+
+
+@pytest.mark.parametrize("trust", [["--trust-plugins"], ["--plugin", "cases/models.py"]])
+def test_batch_module_cases_when_trusted(models, trust):
+    (models / "cases").mkdir()
+    (models / "cases" / "models.py").write_text(MODELS)
+    (models / "cases" / "m.toml").write_text(BATCH)
+    result = CliRunner().invoke(main, ["batch", "cases/m.toml", "--json", *trust])
+    data = json.loads(result.stdout)
+    status = {c["name"]: c["status"] for c in data["cases"]}
+    assert status == {"notebook": "pass", "wrong": "fail", "bad init": "error", "bad type": "error"}
+    wrong = next(c for c in data["cases"] if c["name"] == "wrong")
+    assert wrong["result"]["parameters"]["scale"]["ops"] == ["WrongMul"] and "scale" in wrong["message"]
+    assert result.exit_code == 2
+
+
+def test_batch_module_file_is_code_and_refused_untrusted(models):
+    (models / "cases").mkdir()
+    (models / "cases" / "models.py").write_text(MODELS)
+    (models / "cases" / "m.toml").write_text(BATCH)
+    data = json.loads(CliRunner().invoke(main, ["batch", "cases/m.toml", "--json"]).stdout)
+    refused = [c for c in data["cases"] if c["name"] in ("notebook", "wrong", "bad init")]
+    assert all(c["status"] == "error" and "--trust-plugins" in c["message"] for c in refused)

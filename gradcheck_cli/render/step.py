@@ -177,6 +177,10 @@ def result_view(result: Any, max_rows: int = DEFAULT_ROWS) -> RenderableType:
         return step_view(result, max_rows)
     if isinstance(result, AccumulateResult):
         return accumulate_view(result, max_rows)
+    from ..module import ModuleResult
+    if isinstance(result, ModuleResult):
+        from .module import module_view
+        return module_view(result, max_rows)
     return check_view(result, max_rows)
 
 
@@ -189,6 +193,10 @@ def result_dict(result: Any) -> dict[str, Any]:
         return step_dict(result)
     if isinstance(result, AccumulateResult):
         return accumulate_dict(result)
+    from ..module import ModuleResult
+    if isinstance(result, ModuleResult):
+        from .json import module_dict
+        return module_dict(result)
     return check_dict(result)
 
 
