@@ -22,7 +22,8 @@ from .compare import CheckResult, GradientResult, default_tolerances, element_re
     versions
 from .errors import InputError
 from .evidence import element_check, unreliable_hint
-from .module_target import ModuleRunner, NumericSide, copy_module, to_numpy
+from .module_target import ModuleRunner, ModuleTarget, NumericSide, copy_module, inputs_of, to_numpy
+from .target import checked as checked_inputs
 from .numeric import METHODS, NumericEngine, column_derivative, directional_derivative
 from .values import default_value, is_integer, resolve
 from .verdict import SAFETY, Evidence, Policy
@@ -223,9 +224,10 @@ def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request:
     if not np.all(np.isfinite(side.output)):
         raise InputError(f"the {'loss' if program is not None else 'output'} of {label} is nan or inf at this "
                          "point; choose inputs inside the domain of every layer")
-    bases = {n: to_numpy(p) for n, p in numeric_twin.named_parameters() if n in targets}
-    bases.update({n: arrays[n] for n in wrt_inputs})
-    engine = _Engine(side, bases, METHODS[method], options.eps, targets)
+    target = ModuleTarget(label, inputs_of(numeric_twin, tuple(targets), {n: arrays[n] for n in arg_names},
+                                           wrt_inputs), side)
+    bases = {i.name: i.value for i in checked_inputs(target)}
+    engine = _Engine(target, METHODS[method], options.eps)
     policy = Policy(options.allow_unreliable)
     hint = unreliable_hint(method, options.eps)
     results: dict[str, GradientResult] = {}
@@ -348,26 +350,25 @@ def _gradients(y: Any, targets: Mapping[str, Any], mode: Any, weights: Any,
 
 
 class _Engine(NumericEngine):
-    """NumericEngine's one-sided probes (kinks) over the module's evaluators instead of an expression."""
+    """NumericEngine's one-sided probes (kinks) over a module target's evaluators instead of an expression."""
 
-    def __init__(self, side: NumericSide, bases: Mapping[str, np.ndarray], method: Any, eps: float | None,
-                 targets: Mapping[str, Any], memory_budget: int = 256 * 2**20):
-        self.side, self.method, self.eps, self.memory_budget = side, method, eps, memory_budget
+    def __init__(self, target: ModuleTarget, method: Any, eps: float | None, memory_budget: int = 256 * 2**20):
+        self.target, self.method, self.eps, self.memory_budget = target, method, eps, memory_budget
         self.is_complex = False
-        self.output = side.output
-        self.envs = [{n: b[None] for n, b in bases.items()}]
-        params = sum(b.size for b in bases.values())
-        self.row_bytes = 8 * 4 * max(params + side.output.size, 1)
-        self._functions: dict[str, Any] = {}
+        self.output = target.output
+        self.envs = [{i.name: i.value[None] for i in checked_inputs(target)}]
+        params = sum(i.value.size for i in checked_inputs(target))
+        self.row_bytes = 8 * 4 * max(params + target.output.size, 1)
 
     def _function(self, name: str, start: int, node: Any = None):
-        if name not in self._functions:
-            self._functions[name] = self.side.evaluator(name, self.envs[0][name][0])
-        return self._functions[name]
+        return self.target.evaluator(name)
 
     def chunk(self, name: str) -> int:
+        """Columns per batched evaluation: each row holds a perturbed copy of `name` and the forward's values."""
         from .numeric import _probe_count
-        return max(1, self.memory_budget // (self.row_bytes * _probe_count(self.method)))
+        size = self.envs[0][name].size
+        row = 8 * (2 * size + 4 * max(self.target.side.activations, self.output.size, 1))
+        return max(1, self.memory_budget // (row * _probe_count(self.method)))
 
 
 def _projected(engine: _Engine, name: str, base: np.ndarray, gradient: np.ndarray | None, weights: Any,

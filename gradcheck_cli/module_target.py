@@ -113,6 +113,9 @@ class NumericSide:
         self.runner, self.reduce = runner, reduce
         self.base_output = to_numpy(runner.forward())
         self.output = np.asarray(reduce(_batched(self.base_output)))[0]
+        # elements one forward holds (inputs, output, buffers): a rough measure of a batch row's temporaries
+        self.activations = sum(int(v.numel()) for v in runner.args.values() if hasattr(v, "numel")) + \
+            sum(np.size(v) for v in (self.base_output if isinstance(self.base_output, tuple) else (self.base_output,)))
         self.vmapped: dict[str, bool] = {}
 
     def evaluator(self, name: str, base: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -190,3 +193,21 @@ def inputs_of(module: Any, selected: tuple[str, ...], arg_values: Mapping[str, n
     for name, value in arg_values.items():
         out.append(Input(name, value, Role.CHECKED if name in wrt_inputs else Role.CONSTANT))
     return tuple(out)
+
+
+class ModuleTarget:
+    """A module as target.py's Target: named inputs with roles (checked parameters and forward arguments,
+    constants, buffers) and a batched float64 evaluator per checked input (NumericSide)."""
+
+    kind = "module"
+
+    def __init__(self, label: str, inputs: tuple[Input, ...], side: NumericSide):
+        self.label, self.inputs, self.side = label, inputs, side
+        self.output = side.output
+        self._values = {i.name: i.value for i in inputs}
+        self._evaluators: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+
+    def evaluator(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
+        if name not in self._evaluators:
+            self._evaluators[name] = self.side.evaluator(name, self._values[name])
+        return self._evaluators[name]
