@@ -161,8 +161,8 @@ def _case_result(case: Any, result_dict: Any) -> Any:
 
 def module_dict(result: Any) -> dict[str, Any]:
     """The SPEC's JSON object for `gradcheck module`: the check object with "module", "parameters"
-    (dotted name → the fields of an input, "reason" where not ok), "inputs" (with --wrt-inputs),
-    "buffers" (name → shape), "frozen", "unused" (always present)."""
+    (dotted name → the fields of an input, "reason" where not ok), "inputs" (filled with --wrt-inputs),
+    "buffers" (name → shape), "frozen", "unused" (all always present)."""
     base = check_dict(result)
     out: dict[str, Any] = {"ok": base.pop("ok"), "module": result.module, "loss": result.loss,
                            "train": result.train}
@@ -179,8 +179,7 @@ def module_dict(result: Any) -> dict[str, Any]:
         return d
 
     out["parameters"] = {name: entry(name, r) for name, r in result.parameters.items()}
-    if result.inputs:
-        out["inputs"] = {name: entry(name, r) for name, r in result.inputs.items()}
+    out["inputs"] = {name: entry(name, r) for name, r in result.inputs.items()}   # {} without --wrt-inputs
     out["buffers"] = {name: list(shape) for name, shape in result.buffers.items()}
     out["frozen"] = list(result.frozen)
     out["unused"] = list(result.unused)
