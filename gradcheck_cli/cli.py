@@ -512,6 +512,9 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
 @click.option("--wrt-inputs", is_flag=True, help="Also check forward's float tensor arguments.")
 @click.option("--eval/--train", "eval_mode", default=True, show_default=True,
               help="Evaluation mode (default) or train mode (dropout, batch statistics).")
+@click.option("--optim", metavar="'NAME(key=value, ...)'",
+              help="Also run optimizer steps on the checked parameters, as gradcheck step does, e.g. \"Adam(lr=1e-3)\".")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps (with --optim).")
 @expression_options
 @check_options
 @format_option
@@ -519,7 +522,8 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
               help="Elements shown per parameter in the table (the worst first); 0 shows all.")
 @_guard
 def module_command(target: str, init: str | None, loss: str | None, params: str | None, wrt_inputs: bool,
-                   eval_mode: bool, variables: tuple, fmt: str, as_json: bool, rows: int, **kw: Any) -> None:
+                   eval_mode: bool, optim: str | None, steps: int, variables: tuple, fmt: str, as_json: bool,
+                   rows: int, **kw: Any) -> None:
     """Check every parameter gradient of an nn.Module: NAME in FILE.py is an nn.Module subclass (built
     with --init) or a function of no arguments returning one, built right after torch.manual_seed(--seed).
 
@@ -531,6 +535,7 @@ def module_command(target: str, init: str | None, loss: str | None, params: str 
     Example:
       gradcheck module model.py:Model --init "in_feature=1, out_feature=3" -v x="randn(2,1)" \\
           --loss "(out - label).mean()" -v label="[[0],[0]]"
+      gradcheck module model.py:Model -v x="randn(2,1)" --loss "out.pow(2).mean()" --optim "Adam(lr=1e-3)" --steps 3
     """
     from .module import ModuleRequest, run_module_check, split_globs
     from .module_load import load
@@ -543,7 +548,19 @@ def module_command(target: str, init: str | None, loss: str | None, params: str 
                             label=target, init=init or "")
     with _stdout_to_stderr(True):  # the module file's prints must not break the report (or its JSON)
         built, _ = load(target, init, options.seed)
-        result = run_module_check(built, _values(variables), options, request)
+        if optim is not None:
+            from .module_step import run_module_step
+            stepped = run_module_step(built, _values(variables), options, request, optim, steps)
+        else:
+            result = run_module_check(built, _values(variables), options, request)
+    if optim is not None:
+        from .render.step import step_dict, step_view
+        if as_json or fmt == "json":
+            from .render.json import dumps
+            click.echo(dumps(step_dict(stepped)))
+        else:
+            _console().print(step_view(stepped, rows), crop=False)
+        sys.exit(stepped.exit_status)
     if as_json or fmt == "json":
         from .render.json import dumps, module_dict
         click.echo(dumps(module_dict(result)))

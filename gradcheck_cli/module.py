@@ -17,11 +17,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .api import CheckOptions, random_directions, round_to_dtype, spec_text
+from .api import CheckOptions, random_directions, round_to_dtype
 from .compare import CheckResult, GradientResult, default_tolerances, element_result, failed_with, projected_result, \
     versions
 from .errors import InputError
 from .evidence import element_check, unreliable_hint
+from .module_load import replay_command
 from .module_target import ModuleRunner, ModuleTarget, NumericSide, copy_module, inputs_of, to_numpy
 from .target import checked as checked_inputs
 from .numeric import METHODS, NumericEngine, column_derivative, directional_derivative
@@ -142,13 +143,22 @@ def run_module_check(module: Any, values: Mapping[str, Any], options: CheckOptio
         torch.set_rng_state(rng)  # the caller's random stream goes on as if no check had run
 
 
-def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request: ModuleRequest,
-         label: str) -> ModuleResult:
-    import torch
-    from .analytic import Mode
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """The loss parsed and every value resolved."""
+
+    program: Any
+    table: Any
+    arrays: dict[str, np.ndarray]     # forward's arguments given with -v, then the loss's other names
+    arg_names: list[str]
+    loss_names: list[str]
+    wrt_inputs: tuple[str, ...]
+
+
+def _prepare(module: Any, values: Mapping[str, Any], options: CheckOptions, request: ModuleRequest,
+             label: str) -> _Prepared:
     from .api import load_table
     from .parse import parse
-    dtype = getattr(torch, options.dtype)
     forward, required = _forward_names(module, label)
     table = load_table(options.plugins)
     program = parse(request.loss, table, options.limits) if request.loss is not None else None
@@ -177,14 +187,37 @@ def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request:
     wrt_inputs = tuple(n for n in arg_names if not is_integer(arrays[n])) if request.wrt_inputs else ()
     if request.wrt_inputs and not wrt_inputs:
         raise InputError(f"--wrt-inputs: {label}.forward has no float tensor argument given with -v")
-    checked, frozen, skipped = _select(module, request.params)
+    return _Prepared(program, table, arrays, arg_names, loss_names, wrt_inputs)
 
-    def tensor(value: np.ndarray, as_dtype: Any) -> Any:
-        return torch.tensor(value) if is_integer(value) else torch.tensor(value, dtype=as_dtype)
+
+def _tensor(value: np.ndarray, dtype: Any) -> Any:
+    import torch
+    return torch.tensor(value) if is_integer(value) else torch.tensor(value, dtype=dtype)
+
+
+def forward_inputs(module: Any, values: Mapping[str, Any], options: CheckOptions, request: ModuleRequest):
+    """(forward's keyword arguments as tensors in the check's dtype, out → the checked quantity)."""
+    import torch
+    label = request.label or type(module).__name__
+    prep = _prepare(module, values, options, request, label)
+    dtype = getattr(torch, options.dtype)
+    args = {n: _tensor(prep.arrays[n], dtype) for n in prep.arg_names}
+    return args, lambda out: _apply_loss(prep.program, prep.table, out, prep.arrays, prep.loss_names, dtype, label)
+
+
+def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request: ModuleRequest,
+         label: str) -> ModuleResult:
+    import torch
+    from .analytic import Mode
+    dtype = getattr(torch, options.dtype)
+    prep = _prepare(module, values, options, request, label)
+    program, table, arrays = prep.program, prep.table, prep.arrays
+    arg_names, loss_names, wrt_inputs = prep.arg_names, prep.loss_names, prep.wrt_inputs
+    checked, frozen, skipped = _select(module, request.params)
 
     # the analytic side: a copy in the check's dtype
     twin = copy_module(module, dtype, request.train, label)
-    args = {n: tensor(arrays[n], dtype) for n in arg_names}
+    args = {n: _tensor(arrays[n], dtype) for n in arg_names}
     for n in wrt_inputs:
         args[n].requires_grad_(True)
     runner = ModuleRunner(twin, args, options.seed, label)
@@ -218,7 +251,7 @@ def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request:
         # the output is the same (train mode normalizes by the batch's own statistics), and the rows are
         # still used should vmap's unperturbed row not reproduce the plain forward
         torch.func.replace_all_batch_norm_modules_(numeric_twin)
-    numeric_args = {n: tensor(arrays[n], torch.float64) for n in arg_names}
+    numeric_args = {n: _tensor(arrays[n], torch.float64) for n in arg_names}
     side = NumericSide(ModuleRunner(numeric_twin, numeric_args, options.seed, label),
                        _numeric_reduce(program, table, arrays, loss_names, label))
     if not np.all(np.isfinite(side.output)):
@@ -390,38 +423,3 @@ def _projected(engine: _Engine, name: str, base: np.ndarray, gradient: np.ndarra
     elements = int(base.size) * (int(np.prod(out_shape)) if jacobian else 1)
     evidence = Evidence(projections, numeric.value, SAFETY * numeric.error, hint=hint)
     return projected_result(name, base, evidence, atol, rtol, elements, jacobian, policy)
-
-
-def replay_command(label: str, request: ModuleRequest, values: Mapping[str, Any], arg_names: list[str],
-                   loss_names: list[str], options: CheckOptions, method: str) -> str:
-    """The command that reproduces a module check."""
-    import shlex
-    parts = ["gradcheck", "module", label]
-    if request.init:
-        parts += ["--init", request.init]
-    for name in [*arg_names, *(n for n in loss_names if n not in arg_names)]:
-        if name in values:
-            parts += ["-v", f"{name}={spec_text(values[name])}"]
-    if request.loss is not None:
-        parts += ["--loss", request.loss]
-    if request.params is not None:
-        parts += ["--params", ",".join(request.params)]
-    if request.wrt_inputs:
-        parts += ["--wrt-inputs"]
-    if request.train:
-        parts += ["--train"]
-    if options.grad_output is not None:
-        parts += ["--grad-output", spec_text(options.grad_output)]
-    parts += ["--seed", str(options.seed), "--method", method, "--dtype", options.dtype]
-    for name in ("eps", "atol", "rtol"):
-        if getattr(options, name) is not None:
-            parts += [f"--{name}", repr(getattr(options, name))]
-    if options.allow_unreliable:
-        parts += ["--allow-unreliable"]
-    if options.fast is not None:
-        parts += ["--fast" if options.fast else "--full"]
-    if options.directions != 16:
-        parts += ["--directions", str(options.directions)]
-    for plugin in options.plugins:
-        parts += ["--plugin", plugin]
-    return " ".join(shlex.quote(p) for p in parts)

@@ -190,3 +190,40 @@ def load(ref: str, init: Any, seed: int, base_dir: str | None = None) -> tuple[A
     """FILE.py:NAME built with --init under --seed: (module, the file's path)."""
     target, path = load_module_object(ref, base_dir)
     return build_module(target, split_ref(ref)[1], parse_init(init), seed), path
+
+
+def replay_command(label: str, request: Any, values: Mapping[str, Any], arg_names: list[str],
+                   loss_names: list[str], options: Any, method: str) -> str:
+    """The command that reproduces a module check."""
+    import shlex
+
+    from .api import DEFAULT_DIRECTIONS, spec_text
+    parts = ["gradcheck", "module", label]
+    if request.init:
+        parts += ["--init", request.init]
+    for name in [*arg_names, *(n for n in loss_names if n not in arg_names)]:
+        if name in values:
+            parts += ["-v", f"{name}={spec_text(values[name])}"]
+    if request.loss is not None:
+        parts += ["--loss", request.loss]
+    if request.params is not None:
+        parts += ["--params", ",".join(request.params)]
+    if request.wrt_inputs:
+        parts += ["--wrt-inputs"]
+    if request.train:
+        parts += ["--train"]
+    if options.grad_output is not None:
+        parts += ["--grad-output", spec_text(options.grad_output)]
+    parts += ["--seed", str(options.seed), "--method", method, "--dtype", options.dtype]
+    for name in ("eps", "atol", "rtol"):
+        if getattr(options, name) is not None:
+            parts += [f"--{name}", repr(getattr(options, name))]
+    if options.allow_unreliable:
+        parts += ["--allow-unreliable"]
+    if options.fast is not None:
+        parts += ["--fast" if options.fast else "--full"]
+    if options.directions != DEFAULT_DIRECTIONS:
+        parts += ["--directions", str(options.directions)]
+    for plugin in options.plugins:
+        parts += ["--plugin", plugin]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -99,7 +99,7 @@ def to_numpy(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return tuple(to_numpy(v) for v in value)
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", torch.float64).numpy(force=True)
+        return value.detach().to("cpu", torch.float64).numpy(force=True).copy()  # never a view of the tensor
     return np.asarray(value, dtype=np.float64)
 
 

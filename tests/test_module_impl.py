@@ -342,3 +342,29 @@ def test_batch_module_file_is_code_and_refused_untrusted(models):
     data = json.loads(CliRunner().invoke(main, ["batch", "cases/m.toml", "--json"]).stdout)
     refused = [c for c in data["cases"] if c["name"] in ("notebook", "wrong", "bad init")]
     assert all(c["status"] == "error" and "--trust-plugins" in c["message"] for c in refused)
+
+
+def test_optim_steps_every_checked_parameter(models):
+    args = ["models.py:Model", "-v", "x=[[0.5],[-1.0]]", "--loss", "out.pow(2).mean()", "--optim", "SGD(lr=0.1)",
+            "--steps", "2", "--json"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    torch.manual_seed(0)
+    twin = load().Model().double()
+    x = torch.tensor([[0.5], [-1.0]], dtype=torch.float64)
+    for record in data["steps"]:  # the training loop by hand: SGD is p ← p − lr·grad
+        twin.zero_grad()
+        twin(x).pow(2).mean().backward()
+        with torch.no_grad():
+            for p in twin.parameters():
+                p -= 0.1 * p.grad
+        for name, p in twin.named_parameters():
+            np.testing.assert_allclose(record["params"][name]["torch"], p.detach().numpy(), rtol=1e-12)
+    assert set(data["steps"][0]["params"]) == {"line_layer.weight", "line_layer.bias"}
+
+
+def test_optim_fails_on_a_wrong_custom_backward(models):
+    result = run("models.py:Scaled", "-v", "x=randn(2,3)", "--loss", "out.sum()", "--optim", "SGD(lr=0.1)")
+    assert result.exit_code == 1
+    assert any("scale" in line and "FAIL" in line for line in result.output.splitlines())
