@@ -138,6 +138,9 @@ def build_module(target: Any, name: str, init: Mapping[str, Any], seed: int) -> 
     """The module: `target(**init)` for a class, `target()` for a factory, after torch.manual_seed(seed)."""
     import torch
     is_class = _is_module_class(target)
+    if isinstance(target, torch.nn.Module):  # built already, outside --seed: name what builds it instead
+        raise InputError(f"'{name}' is an nn.Module instance; name its class ({type(target).__name__}, with "
+                         "--init for its arguments) or a function of no arguments that returns the module")
     if not is_class and (inspect.isclass(target) or not callable(target)):
         raise InputError(f"'{name}' is not an nn.Module subclass or a function returning a module "
                          f"(it is {type(target).__name__ if not inspect.isclass(target) else 'a class ' + target.__name__})")

@@ -64,6 +64,7 @@ MODELS = textwrap.dedent('''
         return 3
 
     NUMBER = 4
+    BUILT = Model()
 ''')
 
 
@@ -267,6 +268,7 @@ def test_assert_module_gradients_names_the_failing_parameters(models):
     (["models.py"], "expected FILE.py:NAME"),
     (["models.py:NUMBER"], "'NUMBER' is not an nn.Module subclass"),
     (["models.py:not_a_module"], "'not_a_module()' returned int, not an nn.Module"),
+    (["models.py:BUILT"], "'BUILT' is an nn.Module instance; name its class (Model"),
     (["models.py:Model", "--init", "in_feature=__import__('os')"], "--init values must be literals"),
     (["models.py:Model", "--init", "bogus=1"], "--init names 'bogus', which Model.__init__ does not take"),
     (["models.py:Model", "--init", "1"], "--init takes keyword arguments only"),
@@ -368,3 +370,18 @@ def test_optim_fails_on_a_wrong_custom_backward(models):
     result = run("models.py:Scaled", "-v", "x=randn(2,3)", "--loss", "out.sum()", "--optim", "SGD(lr=0.1)")
     assert result.exit_code == 1
     assert any("scale" in line and "FAIL" in line for line in result.output.splitlines())
+
+
+def test_grad_output_is_a_vjp_as_torch_computes_it(models):
+    module = load().make()
+    x = np.array([[0.2, -0.4], [1.0, 0.3]])
+    g = np.array([[1.0, -2.0], [0.5, 3.0]])
+    r = check_module(module, grad_output=g, input=x)
+    twin = copy.deepcopy(module).double()
+    out = twin(torch.tensor(x))
+    grads = torch.autograd.grad(out, list(twin.parameters()), grad_outputs=torch.tensor(g))
+    assert r.mode == "vjp" and r.ok
+    for (name, _), want in zip(twin.named_parameters(), grads):
+        np.testing.assert_allclose(r.parameters[name].analytic, want.numpy(), rtol=1e-12)
+    with pytest.raises(InputError, match="--grad-output has shape"):
+        check_module(module, grad_output=[1.0, 2.0], input=x)
