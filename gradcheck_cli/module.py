@@ -21,7 +21,7 @@ from .api import CheckOptions, random_directions, round_to_dtype
 from .compare import CheckResult, GradientResult, default_tolerances, element_result, failed_with, projected_result, \
     versions
 from .errors import InputError
-from .evidence import element_check, unreliable_hint
+from .evidence import element_check
 from .module_load import replay_command
 from .module_target import ModuleRunner, ModuleTarget, NumericSide, copy_module, inputs_of, to_numpy
 from .target import checked as checked_inputs
@@ -79,6 +79,15 @@ def split_globs(params: Any) -> tuple[str, ...] | None:
     if not globs:
         raise InputError("--params is empty; give at least one glob such as 'layer.*'")
     return globs
+
+
+def _module_hint(method: str, eps: float | None) -> str:
+    """What to try where the numeric side cannot tell (a module has no --symbolic)."""
+    if eps is not None:
+        return "try a smaller --eps, or none (a step chosen per element)"
+    if method == "richardson":
+        return "try --method central, another --eps, or a point further from a kink"
+    return "try --method richardson or another --eps"
 
 
 def _validate(options: CheckOptions) -> None:
@@ -262,7 +271,7 @@ def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request:
     bases = {i.name: i.value for i in checked_inputs(target)}
     engine = _Engine(target, METHODS[method], options.eps)
     policy = Policy(options.allow_unreliable)
-    hint = unreliable_hint(method, options.eps)
+    hint = _module_hint(method, options.eps)
     results: dict[str, GradientResult] = {}
     unused: list[str] = []
     reasons: dict[str, str] = {}
