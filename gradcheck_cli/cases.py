@@ -218,7 +218,7 @@ def _verdict(case: Case, result: CheckResult) -> tuple[str, str]:
     for r in result.results():
         if not r.ok:
             worst = int(np.argmax(np.where(r.passed, -np.inf, r.abs_error).reshape(-1)))
-            index = list(np.unravel_index(worst, r.analytic.shape)) if r.analytic.shape else []
+            index = [int(i) for i in np.unravel_index(worst, r.analytic.shape)] if r.analytic.shape else []
             problems.append(f"{r.name}{index}: analytic {r.analytic.reshape(-1)[worst]:.10g} vs numeric "
                             f"{r.numeric.reshape(-1)[worst]:.10g} ({r.failures} of {r.passed.size} elements disagree"
                             f"{'; ' + r.diagnosis if r.diagnosis else ''})")
