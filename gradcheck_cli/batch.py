@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .cases import (DEFAULT_TIMEOUT, KEEP_ELEMENTS, BatchResult, Case, CaseResult, Status, check_timeout,  # noqa: F401
                     run_case, warm_up)
 from .errors import InputError
+from .kinds import MODULE_CASE_KEYS
 from .files import DEFAULT_MAX_FILE_BYTES, read_regular
 from .options import CHECK_FIELDS, KINDS, LIMITS, check_value, make_options, toml_value, variable_name
 from .parse import DEFAULT_LIMITS
@@ -34,8 +35,7 @@ else:  # pragma: no cover
 
 # the TOML keys: every check option of the schema (options.py), the case kinds' keys, and the case's own
 _OPTION_KEYS = tuple(o.name for o in (*CHECK_FIELDS, *LIMITS) if o.name != "grad_output")
-_KIND_KEYS = tuple(o.name for o in KINDS) + (  # gradcheck step / check --accumulate (see kinds.py)
-    "module", "init", "loss", "params", "train", "wrt_inputs")  # gradcheck module (kinds.module_kind)
+_KIND_KEYS = tuple(o.name for o in KINDS) + MODULE_CASE_KEYS  # step, --accumulate, module (see kinds.py)
 _CASE_KEYS = frozenset(("name", "expr", "vars", "grad_output", "expect", "xfail", *_OPTION_KEYS, *_KIND_KEYS))
 _DEFAULT_KEYS = frozenset(_OPTION_KEYS)
 

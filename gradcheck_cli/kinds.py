@@ -40,6 +40,7 @@ def case_kind(table: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
 
 
 _MODULE_KEYS = {"module": str, "loss": str, "train": bool, "wrt_inputs": bool}
+MODULE_CASE_KEYS = ("module", "init", "loss", "params", "train", "wrt_inputs")  # a [[case]]'s gradcheck module keys
 
 
 def module_kind(table: dict[str, Any], folder: str, trust: Any) -> dict[str, Any]:

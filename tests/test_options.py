@@ -239,7 +239,8 @@ def test_unknown_toml_keys_are_refused_with_the_allowed_ones(tmp_path):
     _, (case,) = _batch_json(tmp_path, '[[case]]\nexpr = "x*2"\norderr = 2\n')
     allowed = case["message"].split("allowed: ")[1].split(", ")
     assert case["message"].startswith("unknown key 'orderr'; allowed: ")
-    assert set(allowed) == {o.name for o in OPTIONS} | {"name", "expr", "vars", "expect", "xfail"}
+    from gradcheck_cli.kinds import MODULE_CASE_KEYS  # gradcheck module's case keys (SPEC v2 batch TOML)
+    assert set(allowed) == {o.name for o in OPTIONS} | {"name", "expr", "vars", "expect", "xfail"} | set(MODULE_CASE_KEYS)
     _, (case,) = _batch_json(tmp_path, '[defaults]\noptim = "SGD()"\n[[case]]\nexpr = "x*2"\n')
     allowed = case["message"].split("allowed: ")[1].split(", ")
     assert case["message"].startswith("unknown key 'optim' in [defaults]; allowed: ")
