@@ -122,9 +122,9 @@ def test_module_keys_params_and_train(folder):
         vars = { x = "randn(2,4)" }
 
         [[case]]
-        name = "init that is not a literal table"
+        name = "init that is not literal"
         module = "models/layers.py:NormNet"
-        init = "features=4"
+        init = { features = { nested = 4 } }
         vars = { x = "randn(2,4)" }
     """))
     result = batch(str(folder / "more.toml"), "--json", "--trust-plugins")
@@ -140,17 +140,5 @@ def test_module_keys_params_and_train(folder):
     assert cases["wrong bias, expected to fail"]["status"] in ("xfail", "xfailed")
     assert cases["a keyword the class does not take"]["status"] == "error"
     assert "featurs" in cases["a keyword the class does not take"]["message"]
-    assert cases["init that is not a literal table"]["status"] in ("error", "pass")
-
-
-def test_a_module_case_in_a_txt_file(folder):
-    (folder / "cases.txt").write_text(
-        'gradcheck module models/model.py:Model --init "in_feature=1, out_feature=3" -v x="randn(2,1)" '
-        '--loss "(out - label).mean()" -v label="[[0],[0]]" --name "txt module"\n')
-    refused = batch(str(folder / "cases.txt"), "--json")
-    trusted = batch(str(folder / "cases.txt"), "--json", "--trust-plugins")
-    # a txt line is the arguments of `gradcheck check`; if it also takes `gradcheck module ...`, trust applies
-    if refused.exit_code == 2 and "asks to run plugin code" in refused.stdout:
-        assert trusted.exit_code == 0, trusted.stdout
-    else:
-        assert refused.exit_code == 2 and "Traceback" not in refused.stdout
+    assert cases["init that is not literal"]["status"] == "error"
+    assert [c["status"] for c in data["cases"]].count("error") == 2   # and nothing else was lost
