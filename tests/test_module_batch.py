@@ -142,3 +142,22 @@ def test_module_keys_params_and_train(folder):
     assert "featurs" in cases["a keyword the class does not take"]["message"]
     assert cases["init that is not literal"]["status"] == "error"
     assert [c["status"] for c in data["cases"]].count("error") == 2   # and nothing else was lost
+
+
+def test_the_repository_module_cases():
+    """expressions/module.toml: the README's `gradcheck batch expressions/ --trust-plugins` runs them; without
+    trust they are the error cases and nothing else is."""
+    toml = os.path.join(ROOT, "expressions", "module.toml")
+    trusted = batch(toml, "--json", "--trust-plugins")
+    data = strict_json(trusted.stdout)
+    assert trusted.exit_code == 0 and data["passed"] == len(data["cases"]) >= 4, trusted.stdout
+    jacobian = next(c for c in data["cases"] if "Jacobian" in c["name"])["result"]
+    assert jacobian["mode"] == "jacobian"
+    weight_only = next(c for c in data["cases"] if "weight only" in c["name"])["result"]
+    assert list(weight_only["parameters"]) == ["line_layer.weight"]
+    untrusted = batch(os.path.join(ROOT, "expressions"), "--json", "--plugin",
+                      os.path.join(ROOT, "expressions", "plugins", "softplus_ops.py"))
+    report = strict_json(untrusted.stdout)
+    errors = [c for c in report["cases"] if c["status"] == "error"]
+    assert untrusted.exit_code == 2 and errors and all(c["file"].endswith("module.toml") for c in errors)
+    assert report["errors"] == len(data["cases"])
