@@ -118,7 +118,7 @@ CASES = [
     ModuleCase("nested", "structure.py", "Encoder", {},
                {"x": _rand(11, 2, 3)}, "(out**2).sum()", lambda out, x: (out ** 2).sum(), ("x",)),
     ModuleCase("factory, no loss (Jacobian)", "structure.py", "make_mlp", {},
-               {"x": _rand(12, 2, 2)}, None, None, ("x",)),
+               {"input": _rand(12, 2, 2)}, None, None, ("input",)),
     ModuleCase("--init keywords", "structure.py", "MLP",
                {"in_features": 2, "hidden": [4, 3], "activation": "sigmoid", "bias": False},
                {"x": _rand(13, 3, 2)}, "out.mean()", lambda out, x: out.mean(), ("x",)),
