@@ -273,3 +273,15 @@ def test_bad_values_and_options(args, words):
 def test_module_has_help_with_an_example():
     result = run("--help")
     assert "FILE.py:NAME" in result.stdout and "--init" in result.stdout and "--loss" in result.stdout
+
+
+def test_the_help_example_runs_from_the_repository_root(monkeypatch):
+    import shlex
+    monkeypatch.chdir(ROOT)
+    text = run("--help").stdout
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Example:")
+    example = lines[start + 1].strip()
+    assert example.startswith("gradcheck module expressions/model.py:Model")
+    result = run(*shlex.split(example)[2:])
+    assert "line_layer.weight" in result.stdout
