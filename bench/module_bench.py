@@ -15,6 +15,7 @@ Rows, each the best of 3 in this process, float64, one torch thread:
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 import warnings
 
@@ -39,12 +40,12 @@ def best(fn, repeat: int = 3) -> tuple[float, object]:
 
 def mlp(width_in: int, hidden: int, width_out: int) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(width_in, hidden), nn.Tanh(), nn.Linear(hidden, width_out))
+    return nn.Sequential(nn.Linear(width_in, hidden), nn.Tanh(), nn.Linear(hidden, width_out))  # forward(input)
 
 
 def torch_side(model: nn.Module, x: torch.Tensor):
     """The module as torch.autograd.gradcheck can take it: loss as a function of the parameter tensors."""
-    model64 = model.double()
+    model64 = copy.deepcopy(model).double()     # the float32 model stays what check_module is given
     names = [n for n, _ in model64.named_parameters()]
 
     def loss(*params):
@@ -68,7 +69,7 @@ def projected_row(width: int, batch: int) -> None:
         torch.autograd.grad(loss(*params), params)
 
     t_fb, _ = best(forward_backward)
-    t_ours, result = best(lambda: check_module(model, loss=LOSS, x=x.numpy(), fast=True))
+    t_ours, result = best(lambda: check_module(model, loss=LOSS, input=x.numpy(), fast=True))
     t_torch, torch_ok = best(lambda: torch.autograd.gradcheck(loss, point, fast_mode=True, raise_exception=False))
     assert result.ok and torch_ok
     print(f"{count(model):>10,} parameters, projected (--fast), batch {batch}")
@@ -83,7 +84,7 @@ def full_row(width_in: int, hidden: int, batch: int, repeat: int) -> None:
     model = mlp(width_in, hidden, 1)
     x = torch.randn(batch, width_in, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     loss, point = torch_side(model, x)
-    t_ours, result = best(lambda: check_module(model, loss=LOSS, x=x.numpy(), fast=False), repeat)
+    t_ours, result = best(lambda: check_module(model, loss=LOSS, input=x.numpy(), fast=False), repeat)
     t_torch, torch_ok = best(lambda: torch.autograd.gradcheck(loss, point, raise_exception=False), repeat)
     assert result.ok and torch_ok
     print(f"{count(model):>10,} parameters, full (every element), batch {batch}")

@@ -134,6 +134,7 @@ def test_a_wrong_custom_layer_is_blamed_by_its_dotted_name(columns):
             "-v", "target=long([0, 1, 1, 0])", "--loss", "cross_entropy(out, target)"]
     data = run_json(*args, exit_code=1)
     assert [n for n, p in data["parameters"].items() if not p["ok"]] == ["layers.1.bias"]
+    assert "MeanBiasFn" in " ".join(data["parameters"]["layers.1.bias"].get("ops", [])) + data.get("blame", "")
     text = run(*args, exit_code=1, columns=columns).stdout
     assert "layers.1.bias" in text and "FAIL" in text
     assert "MeanBiasFn" in text, "the op is named too (its grad_fn node)"

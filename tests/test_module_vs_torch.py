@@ -125,6 +125,17 @@ def test_the_callers_module_is_left_exactly_as_it_was(case_id, mode):
     _assert_same(before, _snapshot(module))
 
 
+def test_the_callers_rng_is_left_where_it_was():
+    """Reseeding for every evaluation must not reset the caller's own random stream."""
+    case = M.BY_ID["Dropout train"]
+    module = case.build()
+    torch.manual_seed(1234)
+    torch.rand(3)
+    state = torch.get_rng_state()
+    _check(case, module)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_batchnorm_statistics_are_unchanged_and_the_buffers_restored_for_every_evaluation():
     """In train mode BatchNorm updates running stats in place each forward: had they leaked from one
     evaluation to the next, the check would differ from one fresh forward (torch's values)."""
