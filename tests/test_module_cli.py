@@ -286,3 +286,22 @@ def test_the_help_example_runs_from_the_repository_root(monkeypatch):
     assert example.startswith("gradcheck module expressions/model.py:Model")
     result = run(*shlex.split(example)[2:])
     assert "line_layer.weight" in result.stdout
+
+
+@pytest.mark.parametrize("source, words", [
+    ("import torch\nclass Model(torch.nn.Module)\n    pass\n", "model.py"),             # a syntax error
+    ("import torch\nimport a_package_that_is_not_installed\n", "a_package_that_is_not_installed"),
+    ("import torch\nraise RuntimeError('CUDA required')\n", "CUDA required"),
+])
+def test_a_model_file_that_cannot_be_imported(tmp_path, source, words):
+    path = tmp_path / "model.py"
+    path.write_text(source)
+    stderr = error(f"{path}:Model", "-v", "x=randn(2,1)")
+    assert stderr.startswith("error: ") and words in stderr.splitlines()[0], stderr
+
+
+@pytest.mark.parametrize("init", ["in_feature=" + "[" * 400 + "]" * 400, "in_feature='" + "x" * 200_000 + "'",
+                                  "in_feature=1e999999", "in_feature=10**10**10", "in_feature=" + "9" * 5000])
+def test_hostile_init_is_refused_quickly(init):
+    stderr = error(f"{MODEL}:Model", "--init", init, "-v", "x=randn(2,1)")
+    assert stderr.startswith("error: ") and len(stderr) < 2000
