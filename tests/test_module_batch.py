@@ -161,3 +161,21 @@ def test_the_repository_module_cases():
     errors = [c for c in report["cases"] if c["status"] == "error"]
     assert untrusted.exit_code == 2 and errors and all(c["file"].endswith("module.toml") for c in errors)
     assert report["errors"] == len(data["cases"])
+
+
+def test_github_and_junit_reports_name_the_dotted_parameter(folder):
+    (folder / "wrong.toml").write_text(textwrap.dedent("""
+        [[case]]
+        name = "wrong bias"
+        module = "models/custom_layers.py:ClassifierWithMeanBias"
+        vars = { x = "randn(4,3)", target = "long([0, 1, 1, 0])" }
+        loss = "cross_entropy(out, target)"
+    """))
+    junit = folder / "report.xml"
+    result = batch(str(folder / "wrong.toml"), "--trust-plugins", "--format", "github", "--junit", str(junit))
+    assert result.exit_code == 1
+    annotation = next(line for line in result.stdout.splitlines() if line.startswith("::error "))
+    assert "line=2" in annotation and "layers.1.bias" in annotation
+    import xml.etree.ElementTree as ET
+    failure = ET.parse(junit).getroot().find(".//testcase/failure")
+    assert failure is not None and "layers.1.bias" in failure.get("message")
