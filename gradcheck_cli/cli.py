@@ -533,8 +533,8 @@ def module_command(target: str, init: str | None, loss: str | None, params: str 
 
     \b
     Example:
-      gradcheck module model.py:Model --init "in_feature=1, out_feature=3" -v x="randn(2,1)" --loss "(out - label).mean()" -v label="[[0],[0]]"
-      gradcheck module model.py:Model -v x="randn(2,1)" --loss "out.pow(2).mean()" --optim "Adam(lr=1e-3)" --steps 3
+      gradcheck module expressions/model.py:Model --init "in_feature=1, out_feature=3" -v x="randn(2,1)" --loss "(out - label).mean()" -v label="[[0],[0]]"
+      gradcheck module expressions/model.py:Model -v x="randn(2,1)" --loss "out.pow(2).mean()" --optim "Adam(lr=1e-3)" --steps 3
     """
     from .module import ModuleRequest, run_module_check, split_globs
     from .module_load import load

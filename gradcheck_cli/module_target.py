@@ -42,6 +42,14 @@ def copy_module(module: Any, dtype: Any, train: bool, label: str) -> Any:
     return twin
 
 
+def reseed(seed: int) -> None:
+    """torch.manual_seed(seed) for the CPU generator alone (module checks run on the CPU): the same stream,
+    ~300x cheaper, since torch.manual_seed also queues a lazy CUDA seeding that formats the caller's stack
+    (about half of a check's time when evaluations run one row at a time)."""
+    import torch
+    torch.default_generator.manual_seed(seed)
+
+
 class ModuleRunner:
     """Calls one copy of the module from the same state every time.
 
@@ -62,7 +70,7 @@ class ModuleRunner:
         with torch.no_grad():
             for name, buffer in self.module.named_buffers():
                 buffer.copy_(self.buffers[name])
-        torch.manual_seed(self.seed)
+        reseed(self.seed)
 
     def forward(self, args: Mapping[str, Any] | None = None) -> Any:
         """The module's output from the start state (autograd as the caller has it)."""
@@ -125,7 +133,7 @@ class NumericSide:
         seed = self.runner.seed
 
         def one(row: np.ndarray) -> np.ndarray:
-            torch.manual_seed(seed)
+            reseed(seed)
             return self._reduce_one(f(torch.from_numpy(np.ascontiguousarray(row))))
 
         def rows(batch: np.ndarray) -> np.ndarray:
@@ -134,7 +142,7 @@ class NumericSide:
         vmapped = torch.func.vmap(f, randomness="same")
 
         def raw(batch: np.ndarray) -> np.ndarray:
-            torch.manual_seed(seed)
+            reseed(seed)
             return np.asarray(self.reduce(to_numpy(vmapped(torch.from_numpy(np.ascontiguousarray(batch))))))
 
         def batched(batch: np.ndarray) -> np.ndarray:
