@@ -340,10 +340,7 @@ def assert_gradients(expression: str, **kwargs: Any) -> CheckResult:
 
 def check_module(module: Any, loss: str | None = None, params: str | Iterable[str] | None = None,
                  wrt_inputs: bool = False, train: bool = False, *, vars: Mapping[str, Any] | None = None,
-                 grad_output: Any = None, seed: int = 0, dtype: str = "float64", method: str = "auto",
-                 eps: float | None = None, atol: float | None = None, rtol: float | None = None,
-                 plugins: Iterable[str] = (), limits: Limits = DEFAULT_LIMITS, allow_unreliable: bool = False,
-                 fast: bool | None = None, directions: int = DEFAULT_DIRECTIONS, **values: Any):
+                 **keywords: Any):
     """Check every parameter gradient of an nn.Module, as `gradcheck module` does.
 
     Args:
@@ -354,7 +351,8 @@ def check_module(module: Any, loss: str | None = None, params: str | Iterable[st
         wrt_inputs: also check forward's float tensor arguments.
         train: train mode (dropout, batch statistics); default eval mode.
         vars: values whose names clash with an option, e.g. vars={"seed": 1.0}.
-        seed, dtype, method, eps, atol, rtol, plugins, allow_unreliable, fast, directions: as the CLI.
+        grad_output, seed, dtype, method, eps, atol, rtol, plugins, allow_unreliable, fast, directions,
+            limits, ...: as `check` (every option of options.OPTIONS, named with underscores).
         **values: forward's arguments by name, and the names `loss` uses.
 
     Returns:
@@ -366,9 +364,10 @@ def check_module(module: Any, loss: str | None = None, params: str | Iterable[st
     """
     from .module import ModuleRequest, run_module_check, split_globs
     import inspect as _inspect
-    options = CheckOptions(grad_output=grad_output, seed=seed, dtype=dtype, method=method, eps=eps, atol=atol,
-                           rtol=rtol, plugins=tuple(plugins), limits=limits, allow_unreliable=allow_unreliable,
-                           fast=fast, directions=directions)
+    given, values = split_options(keywords)
+    if given.get("wrt") is not None:
+        raise InputError("check_module chooses what is checked with params= and wrt_inputs=, not wrt=")
+    options = api_options(given)
     cls = type(module)
     try:  # the replay line names the class's file where it has one
         path = _inspect.getsourcefile(cls) if cls.__module__ != "__main__" else None
