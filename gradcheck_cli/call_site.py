@@ -20,7 +20,6 @@ from .errors import Span
 from .ir import Call, Name, Num, Program, Statement
 from .ops import OpSpec
 from .plugins import Omitted
-from .target import Input, Role
 
 
 def _literal_text(value: Any) -> str:
@@ -88,7 +87,8 @@ class CallSite:
             return Call("mul", (name, Num(1.0, span)), span) if self.in_place else name
         return Call(self.spec.name, tuple(argument(i, a) for i, a in enumerate(self.args)), span)
 
-    def inputs(self, values: Mapping[str, np.ndarray], wrt: tuple[str, ...]) -> tuple[Input, ...]:
-        """The call's tensors as a target's inputs: those that require grad are checked, the rest constant."""
-        return tuple(Input(name, np.asarray(values[name]), Role.CHECKED if name in wrt else Role.CONSTANT)
-                     for name in (self.names[i] for i in sorted(self.names)))
+    def target(self, table: Mapping[str, OpSpec], values: Mapping[str, np.ndarray], wrt: tuple[str, ...],
+               outputs: list[int] | None = None):
+        """The call site as a target (target.py): its program over the numpy walk, kind "call site"."""
+        from .expression_target import ExpressionTarget
+        return ExpressionTarget(self.program(outputs), table, values, wrt, kind="call site")

@@ -111,10 +111,12 @@ def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarra
     if taylor or order2:
         return Plan(Strategy.TAYLOR if taylor else Strategy.ORDER2, analytic_fast=False, structure=None, **common)
     # --full builds every entry, and --symbolic needs them all; auto checks a Jacobian on its pattern
-    structure = Request(options.seed, atol, rtol) if options.fast is None and not options.symbolic else None
+    may_be_jacobian = costs.mode in (Mode.JACOBIAN, None)
+    structure = Request(options.seed, atol, rtol) if (
+        options.fast is None and not options.symbolic and may_be_jacobian) else None
     strategy = Strategy.STRUCTURED if structure is not None and costs.mode is Mode.JACOBIAN else Strategy.FULL
     # shapes known: the plan has decided; unknown (plugin ops): a Jacobian too large to build is projected
-    fast = None if costs.jacobian is None and options.fast is None and not options.symbolic else False
+    fast = None if costs.mode is None and options.fast is None and not options.symbolic else False
     return Plan(strategy, analytic_fast=fast, structure=structure, **common)
 
 
