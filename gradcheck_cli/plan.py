@@ -25,9 +25,10 @@ import numpy as np
 from .analytic import Mode
 from .compare import default_tolerances
 from .errors import InputError
-from .ir import Name, _names
+from .ir import Call, Name, _names
 from .memory import size_text
 from .methods import ALL_METHODS, TAYLOR, NumericMethod, choose_method
+from .ops import Group
 from .structure import plan as structure_plan
 from .structured import Request
 
@@ -73,6 +74,8 @@ class _Costs:
     mode: Mode | None
     numeric_bytes: float        # bytes through numpy over every probe (numeric.NumericEngine.full_cost)
     jacobian: int | None        # output elements × differentiated elements in Jacobian mode (None: unknown)
+    targets: tuple[tuple[str, int, int], ...] = ()  # (name, start, elements) of what gets a gradient
+    out_elements: int | None = None
 
 
 def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarray | None,
@@ -95,6 +98,8 @@ def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarra
         raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     if options.symbolic and taylor:
         raise InputError("--symbolic compares every element; this check is a Taylor test")
+    if options.symbolic:
+        _refuse_symbolic(prep, costs)
     why = _too_large(costs, full_budget)
     every_element = "--symbolic" if options.symbolic else "--method taylor" if taylor else \
         "--order 2" if order2 else ""
@@ -120,6 +125,16 @@ def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarra
     return Plan(strategy, analytic_fast=fast, structure=structure, **common)
 
 
+def _refuse_symbolic(prep: "Prepared", costs: _Costs) -> None:
+    """--symbolic: sympy installed, and no derivative with more entries than it is given."""
+    from .symbolic import _sympy, too_many_entries
+    _sympy()
+    for name, _, elements in costs.targets:
+        refusal = too_many_entries(name, elements, costs.out_elements or 1, costs.mode is Mode.JACOBIAN)
+        if refusal is not None:
+            raise refusal
+
+
 def _too_large(costs: _Costs, full_budget: float) -> str:
     """Why a full check is too large for auto ('' when it is not)."""
     from . import analytic  # read at call time: tests lower the limit
@@ -134,8 +149,10 @@ def _too_large(costs: _Costs, full_budget: float) -> str:
 def _costs(prep: "Prepared", grad_output: np.ndarray | None, method: NumericMethod, eps: float | None) -> _Costs:
     """The mode and what a full check would cost, from the inputs' and statements' sizes."""
     program, sizes = prep.program, prep.sizes
+    if sizes is not None and len(sizes) != len(program.statements):
+        sizes = None
     input_elements = sum(int(np.size(v)) for v in prep.inputs.values())
-    if sizes is None or len(sizes) != len(program.statements):
+    if sizes is None:
         mode = Mode.VJP if grad_output is not None else None
         row = 8 * _ROW_FACTOR * max(input_elements, 1)
         targets = [(name, 0, int(np.size(prep.inputs[name]))) for name in prep.wrt]
@@ -153,7 +170,7 @@ def _costs(prep: "Prepared", grad_output: np.ndarray | None, method: NumericMeth
         columns = 0 if how == "zero" else 1 if how in ("aligned", "reduced") else elements
         work += float(columns) * row * probes
     jacobian = None if sizes is None or mode is not Mode.JACOBIAN else sizes[-1] * sum(n for _, _, n in targets)
-    return _Costs(mode, work, jacobian)
+    return _Costs(mode, work, jacobian, tuple(targets), None if sizes is None else sizes[-1])
 
 
 def differentiated_intermediates(prep: "Prepared") -> list[tuple[str, int]]:
@@ -171,6 +188,8 @@ def differentiated_intermediates(prep: "Prepared") -> list[tuple[str, int]]:
         live.add(statement.target)
         if statement.inplace or isinstance(statement.value, Name) or index == last:
             continue
+        if isinstance(statement.value, Call) and prep.table[statement.value.op].group is Group.STOP_GRADIENT:
+            continue  # detach(x): a constant, no gradient of its own
         if statement.target in program.modified or statement.target in dict(found):
             continue
         found.append((statement.target, index + 1))

@@ -138,6 +138,19 @@ class _LazyEnv(dict):
         return self[key]
 
 
+def too_many_entries(name: str, size: int, out_size: int, jacobian: bool,
+                     max_elements: int = MAX_SYMBOLIC_ELEMENTS) -> InputError | None:
+    """The refusal of a derivative with more entries than sympy is given (plan.py asks before any work)."""
+    entries = size * out_size if jacobian else size
+    if entries <= max_elements:
+        return None
+    what = (f"the Jacobian d output / d '{name}' has {out_size} × {size} = {entries} entries"
+            if jacobian else f"'{name}' has {size} elements")
+    hint = f"give --grad-output (then '{name}' needs {size}), " if jacobian and size <= max_elements else ""
+    return InputError(f"--symbolic: {what}, above the symbolic engine's limit of {max_elements} "
+                      f"derivative entries; {hint}leave '{name}' out with --wrt, or use smaller inputs")
+
+
 class SymbolicEngine:
     """Exact derivatives of a numeric engine's program at its point, by sympy.
 
@@ -275,14 +288,9 @@ class SymbolicEngine:
                     kind: str) -> None:
         """Refuse work that sympy would take minutes over, before starting it."""
         out_size = int(np.prod(out_shape, dtype=np.int64))
-        entries = size * out_size if jacobian else size
-        if entries > self.max_elements:
-            what = (f"the Jacobian d output / d '{name}' has {out_size} × {size} = {entries} entries"
-                    if jacobian else f"'{name}' has {size} elements")
-            hint = f"give --grad-output (then '{name}' needs {size}), " if jacobian and size <= self.max_elements \
-                else ""
-            raise InputError(f"--symbolic: {what}, above the symbolic engine's limit of {self.max_elements} "
-                             f"derivative entries; {hint}leave '{name}' out with --wrt, or use smaller inputs")
+        too_many = too_many_entries(name, size, out_size, jacobian, self.max_elements)
+        if too_many is not None:
+            raise too_many
         if kind == "zero":
             return
         work = self._work(start, size, out_size, jacobian, kind)

@@ -131,6 +131,7 @@ CONFLICTS = [
     (["sin(x)", "-v", "x=randn(3)", "--order", "2"], "--order 2 needs a scalar output or --grad-output"),
     (["(x * x).sum()", "-v", "x=randn(3)", "--method", "taylor", "--eps", "1e-4"], "--eps would be ignored"),
     (["(x * x).sum()", "-v", "x=randn(3)", "--method", "taylor", "--symbolic"], "this check is a Taylor test"),
+    (["softmax(x)", "-v", "x=randn(60)", "--symbolic"], "60 × 60 = 3600 entries, above the symbolic engine's limit"),
 ]
 
 
