@@ -239,6 +239,7 @@ class NumericMethod:
     honours_eps: bool            # --eps is its step; where False, --eps is refused with this method
     complex_arithmetic: bool     # evaluates at complex points: exact only where every op is complex-safe
     error_model: str             # one line: where its error estimate comes from
+    float64_tolerances: tuple[float, float] | None = None  # (atol, rtol) in float64 when not the dtype's own
 
     def __call__(self, probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
                  to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +253,8 @@ class NumericMethod:
 
 CENTRAL = NumericMethod(
     "central", central, probes=6, probes_with_eps=6, honours_eps=True, complex_arithmetic=False,
-    error_model="|D(h) − D(2h)|/3 where D(4h), D(2h), D(h) shrink as h² (else unknown); edges redone by richardson")
+    error_model="|D(h) − D(2h)|/3 where D(4h), D(2h), D(h) shrink as h² (else unknown); edges redone by richardson",
+    float64_tolerances=(1e-8, 1e-7))  # its h² truncation reaches ~1e-8 on fast-varying functions
 RICHARDSON = NumericMethod(
     "richardson", richardson, probes=2 * _RICHARDSON_LEVELS, probes_with_eps=2 * _EPS_LEVELS,
     honours_eps=True, complex_arithmetic=False,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .evaluate import NumpyBackend, Walker
-from .methods import (_EPS, _RATIO, _RICHARDSON_LEVELS, _TAYLOR_LEVELS, ALL_METHODS, METHODS, RICHARDSON,  # noqa: F401
+from .methods import (_EPS, _RATIO, _RICHARDSON_LEVELS, _TAYLOR_LEVELS, METHODS, RICHARDSON,  # noqa: F401
                       TAYLOR, Method, NumericMethod, Probe, _exact_steps, _extrapolate, _resolution, _tiny_levels,
                       central, choose_method, complex_step, richardson)
 from .ops import OpSpec

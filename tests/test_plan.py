@@ -341,3 +341,12 @@ def test_a_call_site_target_names_its_tensors_and_roles():
     x, w, b = (torch.tensor(values[n]) for n in ("x0", "x1", "x2"))
     expected = torch.nn.functional.layer_norm(x, (3,), w, b, eps=1e-5).numpy()
     np.testing.assert_allclose(target.output, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_method_declares_its_own_float64_tolerances():
+    central = _plan("(x ** 3).sum()", {"x": _rand(3)}, method="central")
+    assert (central.atol, central.rtol) == METHODS["central"].float64_tolerances == (1e-8, 1e-7)
+    complex_ = _plan("(x ** 3).sum()", {"x": _rand(3)})
+    assert (complex_.atol, complex_.rtol) == api.DEFAULT_TOLERANCES["float64"]
+    single = _plan("(x ** 3).sum()", {"x": _rand(3)}, method="central", dtype="float32")
+    assert (single.atol, single.rtol) == api.DEFAULT_TOLERANCES["float32"]
