@@ -1,7 +1,10 @@
 """Difference methods, each declared once: its probes, its step rule and its error model.
 
 A method turns "evaluate f at x + these offsets" into (derivative, error estimate); numeric.py's engine
-supplies the probes (column by column, or all at once for elementwise structure).
+supplies the probes (column by column, or all at once for elementwise structure). Each is declared once as
+a NumericMethod (bottom of this file): its function, its probes per column (the engine sizes batches and
+plan.py the cost of a full check by them), whether it honours --eps, whether it evaluates in complex
+arithmetic, its error model, what to try where it cannot tell, and its own float64 tolerances if any.
 
 - complex: f'(x) = Im f(x + ih) / h (Squire & Trapp 1998), h = 1e-20·|x|: exact to rounding.
 - central: (f(x+h) − f(x−h)) / 2h, h = eps^(1/3)·max(|x|, 1); its error bound holds in the h² regime only.
@@ -239,6 +242,7 @@ class NumericMethod:
     honours_eps: bool            # --eps is its step; where False, --eps is refused with this method
     complex_arithmetic: bool     # evaluates at complex points: exact only where every op is complex-safe
     error_model: str             # one line: where its error estimate comes from
+    unsure_hint: str = ""        # what to try where it cannot tell (without --eps): never itself
     float64_tolerances: tuple[float, float] | None = None  # (atol, rtol) in float64 when not the dtype's own
 
     def __call__(self, probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
@@ -254,19 +258,23 @@ class NumericMethod:
 CENTRAL = NumericMethod(
     "central", central, probes=6, probes_with_eps=6, honours_eps=True, complex_arithmetic=False,
     error_model="|D(h) − D(2h)|/3 where D(4h), D(2h), D(h) shrink as h² (else unknown); edges redone by richardson",
+    unsure_hint="try --method richardson or another --eps",
     float64_tolerances=(1e-8, 1e-7))  # its h² truncation reaches ~1e-8 on fast-varying functions
 RICHARDSON = NumericMethod(
     "richardson", richardson, probes=2 * _RICHARDSON_LEVELS, probes_with_eps=2 * _EPS_LEVELS,
     honours_eps=True, complex_arithmetic=False,
-    error_model="the smallest of last correction + rounding + neighbour gap over a Richardson tableau of steps")
+    error_model="the smallest of last correction + rounding + neighbour gap over a Richardson tableau of steps",
+    unsure_hint="try --symbolic (the exact derivative) or another --eps")
 COMPLEX = NumericMethod(
     "complex", complex_step, probes=1, probes_with_eps=3, honours_eps=True, complex_arithmetic=True,
-    error_model="8 ulp of the value (no subtraction); with --eps, the h² test of central differences at 4h, 2h, h")
+    error_model="8 ulp of the value (no subtraction); with --eps, the h² test of central differences at 4h, 2h, h",
+    unsure_hint="try --method richardson or --symbolic")
 # "taylor" is not a difference method: it tests the analytic gradient directly (NumericEngine.taylor)
 TAYLOR_METHOD = NumericMethod(
     "taylor", None, probes=_TAYLOR_LEVELS, probes_with_eps=_TAYLOR_LEVELS, honours_eps=False,
     complex_arithmetic=False,
-    error_model="the order of the Taylor remainder |s(x+h) − s(x) − h·g| over a ladder of steps: 2 if g is right")
+    error_model="the order of the Taylor remainder |s(x+h) − s(x) − h·g| over a ladder of steps: 2 if g is right",
+    unsure_hint="try --method richardson, with --symbolic for the exact derivative")
 
 METHODS: dict[str, NumericMethod] = {m.name: m for m in (CENTRAL, RICHARDSON, COMPLEX)}
 TAYLOR = TAYLOR_METHOD.name
