@@ -127,10 +127,20 @@ def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarra
 
 def _refuse_symbolic(prep: "Prepared", costs: _Costs) -> None:
     """--symbolic: sympy installed, and no derivative with more entries than it is given."""
-    from .symbolic import _sympy, too_many_entries
+    from .symbolic import _sympy, too_many_entries, too_much_work, work_estimate
     _sympy()
-    for name, _, elements in costs.targets:
-        refusal = too_many_entries(name, elements, costs.out_elements or 1, costs.mode is Mode.JACOBIAN)
+    program, sizes = prep.program, prep.sizes
+    if sizes is not None and len(sizes) != len(program.statements):
+        sizes = None
+    jacobian = costs.mode is Mode.JACOBIAN
+    for name, start, elements in costs.targets:
+        refusal = too_many_entries(name, elements, costs.out_elements or 1, jacobian)
+        kind = structure_plan(program, prep.table, name, start).kind
+        if refusal is None and sizes is not None and kind != "zero":
+            bound = {n: int(np.size(v)) for n, v in prep.inputs.items()}
+            bound.update({s.target: sizes[i] for i, s in enumerate(program.statements[:start]) if s.target})
+            work = work_estimate(program, start, elements, sizes[-1], jacobian, kind, dict(enumerate(sizes)), bound)
+            refusal = too_much_work(name, work)
         if refusal is not None:
             raise refusal
 

@@ -15,7 +15,7 @@ are numbers that sympy evaluates as it goes.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -293,25 +293,39 @@ class SymbolicEngine:
             raise too_many
         if kind == "zero":
             return
-        work = self._work(start, size, out_size, jacobian, kind)
-        if work > MAX_SYMBOLIC_WORK:
-            raise InputError(f"--symbolic: d output / d '{name}' is too much work for sympy (about {work} "
-                             f"element evaluations, above the symbolic engine's limit of {MAX_SYMBOLIC_WORK}); "
-                             f"leave '{name}' out with --wrt, or use smaller inputs")
-
-    def _work(self, start: int, size: int, out_size: int, jacobian: bool, kind: str) -> int:
-        """A rough cost in element evaluations: walks × ops × the largest value, plus the diffs."""
-        calls, names = 0, set()
-        for statement in self.program.statements[start:]:
-            c, n = _census(statement.value)
-            calls, names = calls + c, names | n
         env = self.numeric.envs[start]
-        big = max([size, out_size] + [np.size(v) for i, v in self.numeric.values.items() if i >= start]
-                  + [np.size(env[n]) for n in names if n in env])
-        one_walk = kind == "aligned" or (kind == "reduced" and not jacobian)
-        walks = 1 if one_walk else size
-        diffs = big if one_walk else size * out_size if jacobian else size
-        return walks * max(calls, 1) * big + _DIFF_COST * diffs
+        values = self.numeric.values
+        work = work_estimate(self.program, start, size, out_size, jacobian, kind,
+                             {i: int(np.size(v)) for i, v in values.items()},
+                             {n: int(np.size(v)) for n, v in env.items()})
+        refusal = too_much_work(name, work)
+        if refusal is not None:
+            raise refusal
+
+
+def work_estimate(program: Any, start: int, size: int, out_size: int, jacobian: bool, kind: str,
+                  value_sizes: Mapping[int, int], name_sizes: Mapping[str, int]) -> int:
+    """A rough cost in element evaluations: walks × ops × the largest value, plus the diffs. `value_sizes`:
+    elements of each statement's value by index; `name_sizes`: of each name bound before statement `start`."""
+    calls, names = 0, set()
+    for statement in program.statements[start:]:
+        c, n = _census(statement.value)
+        calls, names = calls + c, names | n
+    big = max([size, out_size] + [n for i, n in value_sizes.items() if i >= start]
+              + [name_sizes[n] for n in names if n in name_sizes])
+    one_walk = kind == "aligned" or (kind == "reduced" and not jacobian)
+    walks = 1 if one_walk else size
+    diffs = big if one_walk else size * out_size if jacobian else size
+    return walks * max(calls, 1) * big + _DIFF_COST * diffs
+
+
+def too_much_work(name: str, work: int) -> InputError | None:
+    """The refusal of a derivative that would keep sympy busy for minutes (plan.py asks before any work)."""
+    if work <= MAX_SYMBOLIC_WORK:
+        return None
+    return InputError(f"--symbolic: d output / d '{name}' is too much work for sympy (about {work} "
+                      f"element evaluations, above the symbolic engine's limit of {MAX_SYMBOLIC_WORK}); "
+                      f"leave '{name}' out with --wrt, or use smaller inputs")
 
 
 def _census(node: Any) -> tuple[int, set[str]]:

@@ -350,3 +350,28 @@ def test_a_method_declares_its_own_float64_tolerances():
     assert (complex_.atol, complex_.rtol) == api.DEFAULT_TOLERANCES["float64"]
     single = _plan("(x ** 3).sum()", {"x": _rand(3)}, method="central", dtype="float32")
     assert (single.atol, single.rtol) == api.DEFAULT_TOLERANCES["float32"]
+
+
+@pytest.mark.parametrize("expression, values, wrt, grad_output", [
+    ("(softmax(x) * w).sum()", {"x": _rand(1000), "w": _rand(1000)}, ("x",), None),
+    ("y = sin(x) @ W; (y.tanh() * y).sum()", {"x": _rand(40), "W": _rand(40, 30)}, ("W",), None),
+    ("softmax(x)", {"x": _rand(60)}, None, None),
+    ("log_softmax(x)", {"x": _rand(600)}, None, _rand(600)),
+])
+def test_symbolic_refusals_up_front_are_the_engines_own(expression, values, wrt, grad_output):
+    from gradcheck_cli.symbolic import SymbolicEngine
+    opts = api.CheckOptions(wrt=wrt, grad_output=grad_output, symbolic=True)
+    prep = api.prepare(expression, values, opts)
+    with pytest.raises(api.InputError) as up_front:
+        plan_check(opts, prep, grad_output, api.FULL_CHECK_BUDGET)
+    engine = NumericEngine(prep.program, prep.table, prep.inputs, "complex")
+    symbolic = SymbolicEngine(engine)
+    targets = [(n, 0) for n in prep.wrt] + differentiated_intermediates(prep)
+    refusals = []
+    for name, start in targets:
+        try:
+            symbolic.derivative(name, start, None if grad_output is None and engine.output.size > 1
+                                else np.ones(()) if grad_output is None else grad_output)
+        except api.InputError as err:
+            refusals.append(err.message)
+    assert up_front.value.message == refusals[0]
