@@ -87,26 +87,10 @@ def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarra
     default_atol, default_rtol = default_tolerances(options.dtype, method)
     atol = default_atol if options.atol is None else options.atol
     rtol = default_rtol if options.rtol is None else options.rtol
-    if options.eps is not None and not described.honours_eps:
-        raise InputError(f"--eps sets the step of a difference method; --method {method} chooses its own "
-                         "ladder of steps (1e-2·max(|x|, 1)·4^-k), so --eps would be ignored: drop --eps")
     costs = _costs(prep, grad_output, described, options.eps)
-    taylor, order2 = method == TAYLOR, options.order == 2
-    if costs.mode is Mode.JACOBIAN and taylor:
-        raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
-    if costs.mode is Mode.JACOBIAN and order2:
-        raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
-    if options.symbolic and taylor:
-        raise InputError("--symbolic compares every element; this check is a Taylor test")
-    if options.symbolic:
-        _refuse_symbolic(prep, costs)
     why = _too_large(costs, full_budget)
-    every_element = "--symbolic" if options.symbolic else "--method taylor" if taylor else \
-        "--order 2" if order2 else ""
-    if options.fast is None and why and every_element:
-        raise InputError(f"{every_element} checks every element, but this check is too large for that ({why}), "
-                         "so auto would project it: pass --full to check every element anyway, or check "
-                         "fewer elements (--wrt, smaller inputs)")
+    _refuse_conflicts(options, prep, described, costs, why)
+    taylor, order2 = method == TAYLOR, options.order == 2
     projected = bool(options.fast) or (options.fast is None and bool(why))
     inspect = options.inspect_ops and any(prep.table[op].origin is not None for op in prep.program.ops)
     common = dict(method=method, atol=atol, rtol=rtol, eps=options.eps, mode=costs.mode, inspect_calls=inspect,
@@ -123,6 +107,29 @@ def plan_check(options: "CheckOptions", prep: "Prepared", grad_output: np.ndarra
     # shapes known: the plan has decided; unknown (plugin ops): a Jacobian too large to build is projected
     fast = None if costs.mode is None and options.fast is None and not options.symbolic else False
     return Plan(strategy, analytic_fast=fast, structure=structure, **common)
+
+
+def _refuse_conflicts(options: "CheckOptions", prep: "Prepared", method: NumericMethod, costs: _Costs,
+                      why: str) -> None:
+    """Every conflict between the options, and between them and the case, as one InputError."""
+    taylor, order2 = method.name == TAYLOR, options.order == 2
+    if options.eps is not None and not method.honours_eps:
+        raise InputError(f"--eps sets the step of a difference method; --method {method.name} chooses its own "
+                         "ladder of steps (1e-2·max(|x|, 1)·4^-k), so --eps would be ignored: drop --eps")
+    if costs.mode is Mode.JACOBIAN and taylor:
+        raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
+    if costs.mode is Mode.JACOBIAN and order2:
+        raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
+    if options.symbolic and taylor:
+        raise InputError("--symbolic compares every element; this check is a Taylor test")
+    if options.symbolic:
+        _refuse_symbolic(prep, costs)
+    every_element = "--symbolic" if options.symbolic else "--method taylor" if taylor else \
+        "--order 2" if order2 else ""
+    if options.fast is None and why and every_element:
+        raise InputError(f"{every_element} checks every element, but this check is too large for that ({why}), "
+                         "so auto would project it: pass --full to check every element anyway, or check "
+                         "fewer elements (--wrt, smaller inputs)")
 
 
 def _refuse_symbolic(prep: "Prepared", costs: _Costs) -> None:
