@@ -18,6 +18,7 @@ import gradcheck_cli.strategies as strategies
 from gradcheck_cli import check
 from gradcheck_cli.call_site import CallSite
 from gradcheck_cli.cli import main
+from gradcheck_cli.compare import DEFAULT_TOLERANCES
 from gradcheck_cli.expression_target import ExpressionTarget
 from gradcheck_cli.ir import Call, Name, Num
 from gradcheck_cli.methods import ALL_METHODS, METHODS, choose_method
@@ -347,9 +348,9 @@ def test_a_method_declares_its_own_float64_tolerances():
     central = _plan("(x ** 3).sum()", {"x": _rand(3)}, method="central")
     assert (central.atol, central.rtol) == METHODS["central"].float64_tolerances == (1e-8, 1e-7)
     complex_ = _plan("(x ** 3).sum()", {"x": _rand(3)})
-    assert (complex_.atol, complex_.rtol) == api.DEFAULT_TOLERANCES["float64"]
+    assert (complex_.atol, complex_.rtol) == DEFAULT_TOLERANCES["float64"]
     single = _plan("(x ** 3).sum()", {"x": _rand(3)}, method="central", dtype="float32")
-    assert (single.atol, single.rtol) == api.DEFAULT_TOLERANCES["float32"]
+    assert (single.atol, single.rtol) == DEFAULT_TOLERANCES["float32"]
 
 
 @pytest.mark.parametrize("expression, values, wrt, grad_output", [
