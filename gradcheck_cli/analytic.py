@@ -150,6 +150,8 @@ def _differentiate(program: Program, table: Mapping[str, OpSpec], out: Any, env:
     inter = tuple(n for n in _distinct_intermediates(program, env, out) if n not in program.modified)
     targets = [leaves[n] for n in wrt] + [env[n] for n in inter]
     mode, weights = _mode(out, grad_output, dtype, device)
+    if order == 2 and mode is Mode.JACOBIAN:  # plan.py refuses it where shapes are known; plugin ops: here
+        raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     projection = None
     if mode is Mode.JACOBIAN and output_directions is not None and (
             fast or (fast is None and _jacobian_size(out, targets) > MAX_JACOBIAN_ELEMENTS)):
@@ -183,8 +185,6 @@ def _differentiate(program: Program, table: Mapping[str, OpSpec], out: Any, env:
         grads = [np.full(lead + tuple(t.shape), np.nan) for t in targets]
         found = {}
     gradients = dict(zip(list(wrt) + list(inter), grads))
-    if order == 2 and mode is Mode.JACOBIAN:  # the second order itself: second_order.py
-        raise InputError("--order 2 needs a scalar output or --grad-output (it checks d²(g·out)/dx²)")
     return Analytic(_to_numpy(out), mode, None if weights is None else _to_numpy(weights),
                     gradients, inter, graph, tuple(calls), projection_weights=projection,
                     structured=found if mode is Mode.JACOBIAN and projection is None else {},

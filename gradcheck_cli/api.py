@@ -4,27 +4,23 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import shlex
-import zlib
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .analytic import Mode, check_device, non_finite_error, run_analytic
-from .compare import (ORDER2_FACTOR, CheckResult, GradientResult, default_tolerances,
-                      failed_with, projected_result, taylor_result, versions)
-from .custom import blame_line, inspect_call
+from .analytic import check_device
+from .compare import CheckResult
 from .errors import InputError
+from .evidence import refuse_complex
 from .memory import check_case, check_inputs
-from .numeric import TAYLOR, NumericEngine, choose_method
 from .ops import CONSTANTS, OPS, OpSpec
-from .parse import DEFAULT_LIMITS, Program, parse
-from .structured import Request, check_structured, expanded
-from .values import default_value, is_integer, resolve, spec_elements
-from .evidence import element_check, one_sided, refuse_complex, unreliable_hint
 from .options import (DEFAULT_DIRECTIONS, DTYPES, MAX_DIRECTIONS, MAX_REPLAY_ELEMENTS, METHOD_CHOICES,  # noqa: F401
                       SEED_RANGE, CheckOptions, api_options, replay_args, spec_text, split_names, split_options,
                       variable_name)
-from .verdict import SAFETY, Evidence, Policy
+from .parse import DEFAULT_LIMITS, Program, parse
+from .plan import plan_check
+from .strategies import carry_out, random_directions  # noqa: F401 - random_directions: part of this module's API
+from .values import default_value, is_integer, resolve, spec_elements
 
 FULL_CHECK_BUDGET = 2e11     # bytes through numpy (numeric.full_cost) above which auto goes projected, ~20 s
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}  # bytes of one torch-side element
@@ -40,13 +36,19 @@ class Prepared:
     wrt: tuple[str, ...]
     specs: dict[str, Any]               # what the user gave, for the replay line
     numeric_budget: int = 256 * 2**20   # bytes one batched numeric evaluation may use (memory.py)
+    sizes: tuple[int, ...] | None = None  # elements of each statement's value (None: unknown, plugin code)
 
 
 def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -> Prepared:
     """Parse, resolve values, validate --wrt. Raises InputError."""
     options.validate()
     table = load_table(options.plugins)
-    program = parse(expression, table, options.limits)
+    return prepare_program(parse(expression, table, options.limits), table, values, options)
+
+
+def prepare_program(program: Program, table: Mapping[str, OpSpec], values: Mapping[str, Any],
+                    options: CheckOptions) -> Prepared:
+    """`prepare` of a parsed (or directly built) Program. Raises InputError."""
     values = {variable_name(k): v for k, v in values.items()}
     if options.device != "cpu":  # torch is imported only once the expression has parsed
         check_device(options.device)
@@ -87,7 +89,7 @@ def prepare(expression: str, values: Mapping[str, Any], options: CheckOptions) -
     need = check_case(program, table, inputs, wrt, ITEMSIZE[options.dtype],
                       jacobian=options.grad_output is None and not options.fast,
                       max_memory_mb=options.limits.max_memory)
-    return Prepared(program, table, inputs, wrt, dict(values), need.numeric_chunk)
+    return Prepared(program, table, inputs, wrt, dict(values), need.numeric_chunk, need.statements)
 
 
 def load_table(plugins: Iterable[str]) -> Mapping[str, OpSpec]:
@@ -125,136 +127,27 @@ def run_check(expression: str, values: Mapping[str, Any], options: CheckOptions)
         A CheckResult; `.ok` is the verdict.
 
     Raises:
-        InputError: bad input of any kind (syntax, unknown name, shape mismatch, bad SPEC, nan/inf).
+        InputError: bad input of any kind (syntax, unknown name, shape mismatch, bad SPEC, nan/inf), and
+            options that conflict with each other or with the case (refused before any work: plan.py).
     """
     refuse_complex(values, options.grad_output)
-    prep = prepare(expression, values, options)
-    import torch
+    return _check_prepared(prepare(expression, values, options), options)
 
+
+def check_program(program: Program, table: Mapping[str, OpSpec], values: Mapping[str, Any],
+                  options: CheckOptions) -> CheckResult:
+    """`run_check` of a Program built directly from IR nodes (a custom op's call site: call_site.py)."""
+    refuse_complex(values, options.grad_output)
+    options.validate()
+    return _check_prepared(prepare_program(program, table, values, options), options)
+
+
+def _check_prepared(prep: Prepared, options: CheckOptions) -> CheckResult:
+    """prepare → plan → the plan's strategy."""
     grad_output = None if options.grad_output is None else resolve(
         options.grad_output, "--grad-output", options.seed, options.limits)
-    may_project = options.method != TAYLOR and options.order == 1  # the others test every element
-    method = choose_method(options.method, prep.program, prep.table)
-    default_atol, default_rtol = default_tolerances(options.dtype, method)
-    atol = default_atol if options.atol is None else options.atol
-    rtol = default_rtol if options.rtol is None else options.rtol
-    # a Jacobian with a known pattern is checked on it (--full builds every entry; --symbolic needs all)
-    structure = Request(options.seed, atol, rtol) if (
-        options.fast is None and may_project and not options.symbolic) else None
-    analytic = run_analytic(prep.program, prep.table, prep.inputs, prep.wrt,
-                            getattr(torch, options.dtype), options.device, grad_output, options.order,
-                            fast=options.fast if may_project else False,
-                            output_directions=lambda shape: random_directions(options.seed, "", options.directions, shape),
-                            structure=structure)
-    engine = NumericEngine(prep.program, prep.table, prep.inputs, method, options.eps, prep.numeric_budget)
-    for index, value in engine.values.items():
-        if not np.all(np.isfinite(value)):
-            raise non_finite_error(prep.program, index, value, "float64")
-    policy = Policy(options.allow_unreliable)
-    weights = analytic.weights
-    starts = {name: 0 for name in prep.wrt}
-    starts.update({stmt.target: i + 1 for i, stmt in enumerate(prep.program.statements)
-                   if stmt.target in analytic.intermediates})
-    if method == TAYLOR and weights is None:
-        raise InputError("--method taylor needs a scalar output or --grad-output (it tests g·out)")
-    projected = analytic.projection_weights is not None or bool(options.fast) or (
-        options.fast is None and may_project
-        and sum(engine.full_cost(name, start) for name, start in starts.items()) > FULL_CHECK_BUDGET)
-    if options.symbolic and (projected or method == TAYLOR):
-        raise InputError("--symbolic compares every element; this check is "
-                         f"{'projected (use --full)' if projected else 'a Taylor test'}")
-    exact_engine = None
-    if options.symbolic:
-        from .symbolic import SymbolicEngine
-        exact_engine = SymbolicEngine(engine)
-    hint = unreliable_hint(method, options.eps)
-    results: dict[str, GradientResult] = {}
-    for name, start in starts.items():  # evidence first, then one decision per element
-        value = prep.inputs[name] if start == 0 else engine.values[start - 1]
-        gradient = analytic.gradients[name]
-        if projected:
-            results[name] = _projected(engine, analytic, name, start, value, options, atol, rtol, policy, method)
-        elif method == TAYLOR:
-            forward, orders = engine.taylor(name, start, weights, gradient)
-            evidence = Evidence(gradient, forward.value, SAFETY * forward.error, hint=hint)
-            passing = np.isnan(orders) | (orders >= 1.7)
-            evidence = dataclasses.replace(evidence, one_sided=one_sided(engine, name, start, weights, ~passing))
-            results[name] = taylor_result(name, value, evidence, orders, policy)
-        elif name in analytic.structured:
-            results[name] = check_structured(engine, analytic.structured[name], name, start, value,
-                                             analytic.gradients[name], atol, rtol, policy, hint)
-        else:
-            numeric = engine.derivative(name, start, weights)
-            exact = None if exact_engine is None else exact_engine.derivative(name, start, weights)
-            results[name] = element_check(engine, name, start, value, gradient, numeric, weights, exact,
-                                          atol, rtol, policy, hint)
-    hessians = {}
-    if options.order == 2 and not analytic.backward_error:  # a backward that raised has no second order
-        from .second_order import check_second_order
-        total = sum(int(np.size(prep.inputs[n])) for n in prep.wrt)
-        hessians = check_second_order(prep.program, prep.table, prep.inputs, prep.wrt,
-                                      getattr(torch, options.dtype), options.device, weights,
-                                      atol * ORDER2_FACTOR, rtol * ORDER2_FACTOR, policy,
-                                      random_directions(options.seed, "order 2", options.directions, (2, total)))
-    if analytic.backward_error:  # every gradient is nan: say why on each element
-        results = {n: failed_with(r, analytic.backward_error) for n, r in results.items()}
-    reports = _inspect_custom_ops(analytic.calls, prep.table, options) if options.inspect_ops else ()
-    return CheckResult(
-        expression=prep.program.source, dtype=options.dtype, method=method, atol=atol, rtol=rtol,
-        eps=options.eps, seed=options.seed, mode=analytic.mode.value,
-        output_shape=tuple(analytic.output.shape), output_value=analytic.output,
-        grad_output=weights if analytic.mode is Mode.VJP else None,
-        inputs={n: results[n] for n in prep.wrt},
-        intermediates={n: results[n] for n in analytic.intermediates},
-        constants={n: v for n, v in prep.inputs.items() if n not in prep.wrt},
-        graph=analytic.graph, replay=replay_command(prep, options, method), versions=versions(),
-        custom_ops=reports, blame=blame_line(reports), hessians=hessians,
-    )
-
-
-def random_directions(seed: int, name: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
-    """`count` random ±1 arrays of `shape` (int8, to stay small), the same for the same seed and name."""
-    rng = np.random.default_rng([seed % 2**64, zlib.crc32(name.encode()), 0x9E3779B9])  # numpy: no negatives
-    signs = rng.integers(0, 2, size=(count, *shape), dtype=np.int8)
-    return np.subtract(np.multiply(signs, 2, out=signs), 1, out=signs)
-
-
-def _projected(engine: NumericEngine, analytic, name: str, start: int, value: np.ndarray,
-               options: CheckOptions, atol: float, rtol: float, policy: Policy, method: str) -> GradientResult:
-    """A projected check of one input or intermediate: g·v against the numeric d/dt f(x + t·v)."""
-    gradient = analytic.gradients[name]
-    if name in analytic.structured and analytic.structured[name].verified:  # entries on a pattern
-        gradient = expanded(analytic.structured[name])
-    out_shape = analytic.output.shape
-    jacobian = analytic.mode is Mode.JACOBIAN
-    k = options.directions
-    elements = int(np.size(value)) * (int(np.prod(out_shape)) if jacobian else 1)
-    if jacobian:
-        weights = analytic.projection_weights
-        if weights is None:  # the full Jacobian was small enough to build: contract it the same way
-            weights = random_directions(options.seed, "", k, out_shape)
-            gradient = np.tensordot(weights, gradient, axes=len(out_shape))
-        gradient = gradient.reshape(k, -1)
-    else:
-        weights = analytic.weights
-        gradient = np.broadcast_to(gradient.reshape(1, -1), (k, gradient.size))
-    v = random_directions(options.seed, name, k, np.shape(value))
-    projected = np.array([g @ row.astype(np.float64) for g, row in zip(gradient, v.reshape(k, -1))])
-    numeric = engine.directional(name, start, weights, v)
-    evidence = Evidence(projected, numeric.value, SAFETY * numeric.error,
-                        hint=unreliable_hint(method, options.eps))
-    return projected_result(name, value, evidence, atol, rtol, elements, jacobian, policy)
-
-
-def _inspect_custom_ops(calls, table: Mapping[str, OpSpec], options: CheckOptions) -> tuple:
-    """Each plugin call site checked alone, at the arguments it received (see custom.py)."""
-    def check_values(expression: str, values: dict, grad_output: Any, wrt: tuple[str, ...]) -> CheckResult:
-        sub = dataclasses.replace(options, grad_output=grad_output, wrt=wrt, inspect_ops=False, order=1,
-                                  symbolic=False)
-        return run_check(expression, values, sub)
-
-    reports = (inspect_call(table[node.op], node, args, check_values, options.seed) for node, args in calls)
-    return tuple(r for r in reports if r is not None)
+    plan = plan_check(options, prep, grad_output, FULL_CHECK_BUDGET)
+    return carry_out(prep, plan, options, grad_output, replay_command(prep, options, plan.method))
 
 
 def replay_command(prep: Prepared, options: CheckOptions, method: str, command: str = "check",

@@ -13,16 +13,16 @@ Only the inputs that require grad are checked: torch ignores what backward retur
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 import numpy as np
 
+from .call_site import CallSite, call_text  # noqa: F401 - call_text: labels, part of this module's API
 from .custom_checks import Finding, Run, first_line, inplace_finding, numpy_forward_finding, raw_findings, recording
 from .errors import InputError
 from .ops import OpSpec
 from .parse import Call
-from .plugins import Omitted, function_class
+from .plugins import function_class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +75,9 @@ def inspect_call(spec: OpSpec, node: Call, args: list[Any], check_values: Callab
         spec: the op's row.
         node: the call site (for its position).
         args: every argument it received, in parameter order (tensors, literals, omitted ones).
-        check_values: `check_values(expression, values, grad_output, wrt)` runs gradcheck's own check
-            (without custom-op inspection) and returns its CheckResult.
+        check_values: `check_values(program, values, grad_output, wrt)` runs gradcheck's own check of a
+            Program (call_site.py builds it from IR nodes; no text) without custom-op inspection and
+            returns its CheckResult.
         seed: for the random grad_output.
 
     Returns:
@@ -166,26 +167,8 @@ def _variable_names(site: _Inspection) -> dict[int, str]:
     return {i: f"x{i}" for i, a in enumerate(site.originals) if isinstance(a, torch.Tensor)}
 
 
-def _literal_text(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "(" + "".join(f"{_literal_text(v)}, " for v in value) + ")"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return repr(value)
-
-
-def call_text(spec: OpSpec, args: list[Any], names: dict[int, str], in_place: bool = False) -> str:
-    """The call site as expression text: tensors by variable name, literals as written, omitted
-    arguments left out (those after one are named). An in-place op gets computed copies (`x0 * 1`),
-    as torch refuses to modify a leaf that requires grad."""
-    parts, named = [], False
-    for i, (param, arg) in enumerate(zip(spec.params, args)):
-        if isinstance(arg, Omitted):
-            named = True
-            continue
-        text = (f"{names[i]} * 1" if in_place else names[i]) if i in names else _literal_text(arg)
-        parts.append(f"{param.name}={text}" if named else text)
-    return f"{spec.name}({', '.join(parts)})"
+def _call_site(site: _Inspection, names: dict[int, str]) -> CallSite:
+    return CallSite(site.spec, tuple(site.originals), names, site.in_place)
 
 
 def _value_findings(site: _Inspection, names: dict[int, str], values: dict, wrt: tuple, diff: list[int] | None,
@@ -193,15 +176,15 @@ def _value_findings(site: _Inspection, names: dict[int, str], values: dict, wrt:
     """Gradient values by gradcheck's own check (same evidence, same rule as the main table).
 
     `diff` lists the differentiable outputs of an op with several (None: one output)."""
-    call = call_text(site.spec, site.originals, names, site.in_place)
+    call = _call_site(site, names)
     if diff is None:
-        expression, grad_output = call, grads[0].detach().cpu().double().numpy()
+        program, grad_output = call.program(), grads[0].detach().cpu().double().numpy()
     else:  # one VJP over every differentiable output, each weighted by its own grad_output
-        expression = " + ".join(f"({call}[{k}] * g{k}).sum()" for k in diff)
+        program = call.program(diff)
         values = {**values, **{f"g{k}": g.detach().cpu().double().numpy() for k, g in zip(diff, grads)}}
         grad_output = None
     try:
-        result = check_values(expression, values, grad_output, wrt)
+        result = check_values(program, values, grad_output, wrt)
     except InputError as err:
         return [Finding("gradient values", False, f"could not check values: {err.message}")]
     wrong = [r for r in (result.inputs[n] for n in wrt) if r.wrong.any()]
@@ -254,7 +237,7 @@ def _jvp_finding(site: _Inspection, names: dict[int, str], values: dict, wrt: tu
     if tangent is None:
         return Finding("forward mode (jvp)", False, "jvp returned no tangent for the output")
     try:
-        result = check_values(call_text(site.spec, site.originals, names, site.in_place), values, None, wrt)  # the Jacobian
+        result = check_values(_call_site(site, names).program(), values, None, wrt)  # the Jacobian
     except InputError as err:
         return Finding("forward mode (jvp)", False, f"could not check forward mode: {err.message}")
     expected = 0.0

@@ -58,11 +58,8 @@ def unreliable_hint(method: str, eps: float | None) -> str:
     """What to try where the numeric side cannot tell (never the method already in use)."""
     if eps is not None:
         return "try a smaller --eps, or none (a step chosen per element)"
-    if method == "richardson":
-        return "try --symbolic (the exact derivative) or another --eps"
-    if method == "complex":
-        return "try --method richardson or --symbolic"
-    return "try --method richardson or another --eps"
+    from .methods import ALL_METHODS
+    return ALL_METHODS[method].unsure_hint if method in ALL_METHODS else "try --method richardson or another --eps"
 
 
 def refuse_complex(values: Mapping[str, Any], grad_output: Any) -> None:

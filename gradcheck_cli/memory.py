@@ -37,6 +37,9 @@ class Estimate:
     numeric: int = 0
     largest: tuple[str, int] | None = None  # the statement with the largest single value, and its bytes
     numeric_chunk: int = 256 * 2**20       # bytes one batched numeric evaluation may use within the budget
+    # elements of each statement's value, in order (from the meta walk); None where shapes are unknown
+    # before running plugin code (plan.py then decides from the inputs alone)
+    statements: tuple[int, ...] | None = None
 
     @property
     def total(self) -> int:
@@ -92,7 +95,8 @@ def estimate(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str,
     numeric_bytes = 8 * statement_elements + min(max(chunk, row), row * rows)
     largest = max(statements, key=lambda s: s[1], default=None)
     return Estimate(held, torch_bytes, jacobian_bytes, numeric_bytes,
-                    None if largest is None else (largest[0], 8 * largest[1]), chunk)
+                    None if largest is None else (largest[0], 8 * largest[1]), chunk,
+                    tuple(n for _, n in statements))
 
 
 def check_case(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],

@@ -1,7 +1,10 @@
 """Difference methods, each declared once: its probes, its step rule and its error model.
 
 A method turns "evaluate f at x + these offsets" into (derivative, error estimate); numeric.py's engine
-supplies the probes (column by column, or all at once for elementwise structure).
+supplies the probes (column by column, or all at once for elementwise structure). Each is declared once as
+a NumericMethod (bottom of this file): its function, its probes per column (the engine sizes batches and
+plan.py the cost of a full check by them), whether it honours --eps, whether it evaluates in complex
+arithmetic, its error model, what to try where it cannot tell, and its own float64 tolerances if any.
 
 - complex: f'(x) = Im f(x + ih) / h (Squire & Trapp 1998), h = 1e-20·|x|: exact to rounding.
 - central: (f(x+h) − f(x−h)) / 2h, h = eps^(1/3)·max(|x|, 1); its error bound holds in the h² regime only.
@@ -10,6 +13,7 @@ supplies the probes (column by column, or all at once for elementwise structure)
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Mapping
 
 import numpy as np
@@ -22,6 +26,8 @@ _COMPLEX_STEP = 1e-20
 _RICHARDSON_LEVELS = 18   # steps h·4^-k: spans 10 decades, from the scale of |x| down
 _TINY_EXTRA = 32          # more levels at a tiny |x|, down to 1e-20: steps relative to |x| there
 _RATIO = 4.0
+_EPS_LEVELS = 4           # with --eps: steps eps·4^-k, k < 4
+_TAYLOR_LEVELS = 16       # steps 1e-2·max(|x|, 1)·4^-k for the Taylor remainder test
 
 
 # A method turns "evaluate f at x + these offsets" into (derivative, error). `to_out` maps steps
@@ -159,7 +165,7 @@ def _richardson(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
     elements also get one-sided differences from the side that stayed inside, extrapolated the same way,
     and a new ladder that starts at the largest step that stayed inside on both sides, so no value used
     ever comes from across the edge."""
-    levels = 4 if eps else _RICHARDSON_LEVELS + _tiny_levels(x)
+    levels = _EPS_LEVELS if eps else _RICHARDSON_LEVELS + _tiny_levels(x)
     h = np.full_like(x, eps) if eps else 1e-1 * np.maximum(np.abs(x), 1.0)
     best = err = f0 = res = None
     for _ in range(1 if eps else _EDGE_PASSES):
@@ -220,13 +226,63 @@ def complex_step(probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
     return fine, error
 
 
-METHODS: dict[str, Method] = {"central": central, "richardson": richardson, "complex": complex_step}
+@dataclasses.dataclass(frozen=True)
+class NumericMethod:
+    """One numeric method, declared once: what it is called, what it evaluates and what it promises.
+
+    Calling it calls its difference function, so METHODS["central"](probe, x, eps, to_out, to_in) works as
+    the plain function did. The probe counts are per perturbed column, at an |x| ≥ 1 away from a domain edge
+    (a tiny |x| and an edge add ladder levels: see `richardson`); the engine sizes its batches by them.
+    """
+
+    name: str
+    function: Method | None      # None: not a difference method (taylor tests the analytic gradient itself)
+    probes: int                  # evaluations per column without --eps
+    probes_with_eps: int         # evaluations per column with --eps
+    honours_eps: bool            # --eps is its step; where False, --eps is refused with this method
+    complex_arithmetic: bool     # evaluates at complex points: exact only where every op is complex-safe
+    error_model: str             # one line: where its error estimate comes from
+    unsure_hint: str = ""        # what to try where it cannot tell (without --eps): never itself
+    float64_tolerances: tuple[float, float] | None = None  # (atol, rtol) in float64 when not the dtype's own
+
+    def __call__(self, probe: Probe, x: np.ndarray, eps: float | None, to_out: ToOut,
+                 to_in: ToIn) -> tuple[np.ndarray, np.ndarray]:
+        if self.function is None:
+            raise TypeError(f"'{self.name}' is not a difference method")
+        return self.function(probe, x, eps, to_out, to_in)
+
+    def probes_per_column(self, eps: float | None) -> int:
+        return self.probes_with_eps if eps else self.probes
+
+
+CENTRAL = NumericMethod(
+    "central", central, probes=6, probes_with_eps=6, honours_eps=True, complex_arithmetic=False,
+    error_model="|D(h) − D(2h)|/3 where D(4h), D(2h), D(h) shrink as h² (else unknown); edges redone by richardson",
+    unsure_hint="try --method richardson or another --eps",
+    float64_tolerances=(1e-8, 1e-7))  # its h² truncation reaches ~1e-8 on fast-varying functions
+RICHARDSON = NumericMethod(
+    "richardson", richardson, probes=2 * _RICHARDSON_LEVELS, probes_with_eps=2 * _EPS_LEVELS,
+    honours_eps=True, complex_arithmetic=False,
+    error_model="the smallest of last correction + rounding + neighbour gap over a Richardson tableau of steps",
+    unsure_hint="try --symbolic (the exact derivative) or another --eps")
+COMPLEX = NumericMethod(
+    "complex", complex_step, probes=1, probes_with_eps=3, honours_eps=True, complex_arithmetic=True,
+    error_model="8 ulp of the value (no subtraction); with --eps, the h² test of central differences at 4h, 2h, h",
+    unsure_hint="try --method richardson or --symbolic")
 # "taylor" is not a difference method: it tests the analytic gradient directly (NumericEngine.taylor)
-TAYLOR = "taylor"
+TAYLOR_METHOD = NumericMethod(
+    "taylor", None, probes=_TAYLOR_LEVELS, probes_with_eps=_TAYLOR_LEVELS, honours_eps=False,
+    complex_arithmetic=False,
+    error_model="the order of the Taylor remainder |s(x+h) − s(x) − h·g| over a ladder of steps: 2 if g is right",
+    unsure_hint="try --method richardson, with --symbolic for the exact derivative")
+
+METHODS: dict[str, NumericMethod] = {m.name: m for m in (CENTRAL, RICHARDSON, COMPLEX)}
+TAYLOR = TAYLOR_METHOD.name
+ALL_METHODS: dict[str, NumericMethod] = {**METHODS, TAYLOR: TAYLOR_METHOD}
 
 
 def choose_method(method: str, program: Program, table: Mapping[str, OpSpec]) -> str:
-    """'auto' is complex step when every op is analytic in its numpy form, else Richardson."""
+    """'auto' is complex step when every op is analytic in its numpy form (complex-safe), else Richardson."""
     if method != "auto":
         return method
-    return "complex" if all(table[op].complex_ok for op in program.ops) else "richardson"
+    return COMPLEX.name if all(table[op].complex_ok for op in program.ops) else RICHARDSON.name

@@ -14,14 +14,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .evaluate import NumpyBackend, Walker
-from .methods import (_EPS, _RATIO, _RICHARDSON_LEVELS, METHODS, TAYLOR, Method, Probe, _exact_steps,  # noqa: F401
-                      _extrapolate, _resolution, _tiny_levels, central, choose_method, complex_step, richardson)
+from .methods import (_EPS, _RATIO, _RICHARDSON_LEVELS, _TAYLOR_LEVELS, METHODS, RICHARDSON,  # noqa: F401
+                      TAYLOR, Method, NumericMethod, Probe, _exact_steps, _extrapolate, _resolution, _tiny_levels,
+                      central, choose_method, complex_step, richardson)
 from .ops import OpSpec
 from .parse import Call, Program
 from .structure import plan, reduction_weights, unbroadcast
 
 MEMORY_BUDGET = 256 * 2**20      # bytes one batched evaluation may use
-_TAYLOR_LEVELS = 16              # steps 1e-2·max(|x|, 1)·4^-k for the Taylor remainder test
 _TAYLOR_FIT = 4                  # the order is fitted over the smallest steps still above rounding
 _TAYLOR_CHUNK = 4096             # columns per batched evaluation in the Taylor test
 
@@ -41,7 +41,7 @@ class NumericEngine:
         program: the parsed expression.
         table: the op table it was parsed with.
         inputs: unperturbed input values (float64, unbatched), constants included.
-        method: a key of METHODS.
+        method: a key of METHODS (or "taylor", whose other checks use Richardson).
         eps: absolute step, or None to choose one per element.
     """
 
@@ -49,8 +49,8 @@ class NumericEngine:
                  method: str, eps: float | None = None, memory_budget: int = MEMORY_BUDGET):
         self.program = program
         self.table = table
-        self.method = METHODS.get(method, richardson)  # taylor still needs a method for --order 2
-        self.is_complex = method == "complex"
+        self.method: NumericMethod = METHODS.get(method, RICHARDSON)  # taylor's other checks: richardson
+        self.is_complex = self.method.complex_arithmetic
         self.eps = eps
         self.memory_budget = memory_budget
         self.values: dict[int, np.ndarray] = {}
@@ -177,7 +177,7 @@ class NumericEngine:
         if how.kind == "zero":
             return 0.0
         columns = 1 if how.kind in ("aligned", "reduced") else self.envs[start][name][0].size
-        return float(columns) * self.row_bytes * _probe_count(self.method)
+        return float(columns) * self.row_bytes * self.method.probes_per_column(self.eps)
 
     def directional(self, name: str, start: int, weights: np.ndarray, directions: np.ndarray) -> Derivative:
         """d/dt Σ weights_i·output(name + t·directions_i) at t = 0, one per direction: shape (k,).
@@ -280,7 +280,7 @@ class NumericEngine:
         """Column by column, a chunk of columns per batched evaluation."""
         return column_derivative(self._function(name, start), self.envs[start][name][0], self.output.shape,
                                  weights, self.method, self.eps,
-                                 max(1, self.memory_budget // (self.row_bytes * _probe_count(self.method))))
+                                 max(1, self.memory_budget // (self.row_bytes * self.method.probes_per_column(self.eps))))
 
 
 # ---- any function of one array: what every target (an expression, a module) is differentiated by ----
@@ -365,10 +365,6 @@ def directional_derivative(f: Callable[[np.ndarray], np.ndarray], base: np.ndarr
     return Derivative(np.real(value), error)
 
 
-def _probe_count(method: Method) -> int:
-    return {central: 6, richardson: 2 * _RICHARDSON_LEVELS, complex_step: 3}[method]
-
-
 def _make_probe(f: Callable[[np.ndarray], np.ndarray], base: np.ndarray, cols: np.ndarray) -> Probe:
     """Evaluate f with column cols[i] of base moved by offsets[r][i], for every offset set r at once."""
     m = cols.size
@@ -391,3 +387,9 @@ def _unbatch(value: Any) -> np.ndarray:
         return np.concatenate([np.ravel(_unbatch(v)) for v in value]) if value else np.zeros(0)
     arr = np.asarray(value, dtype=np.float64)
     return arr if arr.ndim == 0 and not isinstance(value, np.ndarray) else arr[0]
+
+
+def _probe_count(method: NumericMethod) -> int:
+    """A method's evaluations per column, the most with or without --eps (for callers that size batches
+    without knowing the step; those that know it ask method.probes_per_column(eps))."""
+    return max(method.probes, method.probes_with_eps)

@@ -27,8 +27,11 @@ _LEVELS = 5                 # outer steps 1e-2·max(|x|, 1)·4^-k
 
 def check_second_order(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                        wrt: tuple[str, ...], dtype: Any, device: str, weights: np.ndarray, atol: float,
-                       rtol: float, policy: Policy, directions: np.ndarray | None = None) -> dict[str, Any]:
+                       rtol: float, policy: Policy, directions: np.ndarray | None = None,
+                       eps: float | None = None) -> dict[str, Any]:
     """Every block d(gradient of a)/d b for a, b in `wrt`: "a" for a diagonal block, "a,b" for a mixed one.
+    The numeric ladder's steps are 1e-2·max(|x|, 1)·4^-k, or --eps·4^-k with `eps` (its largest step, as
+    for Richardson's first-order ladder).
     Above MAX_HESSIAN_ELEMENTS input elements together, a projected check instead ("projected"): for random
     ±1 vectors u, v (`directions`, shape (k, 2, total)), u·(dG/dx)·v by double backward against the numeric
     d/dt u·G(x + t·v), as torch's gradgradcheck does in fast mode, with a coverage statement.
@@ -42,7 +45,7 @@ def check_second_order(program: Program, table: Mapping[str, OpSpec], inputs: Ma
             raise InputError(f"--order 2 checks inputs of up to {MAX_HESSIAN_ELEMENTS} elements together in full; "
                              f"these have {total}; use --wrt to pick fewer")
         return {"projected": _projected(program, table, inputs, wrt, dtype, device, weights, atol, rtol, policy,
-                                        directions)}
+                                        directions, eps)}
     failure = ""
     try:
         analytic = _double_backward(program, table, inputs, wrt, dtype, device, weights)
@@ -54,7 +57,7 @@ def check_second_order(program: Program, table: Mapping[str, OpSpec], inputs: Ma
         lines = str(err).strip().splitlines()
         failure = f"double backward raised {type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
         analytic = {(a, b): np.full(np.shape(inputs[a]) + np.shape(inputs[b]), np.nan) for a in wrt for b in wrt}
-    numeric, error = _differenced(program, table, inputs, wrt, device, weights)
+    numeric, error = _differenced(program, table, inputs, wrt, device, weights, eps)
     results = {}
     for a in wrt:
         for b in wrt:
@@ -118,7 +121,7 @@ def _flat_gradient(program: Program, table: Mapping[str, OpSpec], inputs: Mappin
 
 
 def _differenced(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
-                 wrt: tuple[str, ...], device: str, weights: np.ndarray):
+                 wrt: tuple[str, ...], device: str, weights: np.ndarray, eps: float | None = None):
     """dG_a/d b by central differences of torch's float64 gradient function G (gradgradcheck's numeric side),
     on a ladder of steps Richardson-extrapolated; (values, error estimates) keyed by (a, b)."""
 
@@ -134,7 +137,8 @@ def _differenced(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[
         for k in range(flat.size):
             diffs, noise = [], []
             for level in range(_LEVELS):
-                delta = float(_exact_steps(flat[k], 1e-2 * max(abs(flat[k]), 1.0) / 4**level))
+                largest = eps if eps else 1e-2 * max(abs(flat[k]), 1.0)
+                delta = float(_exact_steps(flat[k], largest / 4**level))
                 sides = []
                 for sign in (1, -1):
                     moved = flat.copy()
@@ -163,7 +167,7 @@ def _split(vector: np.ndarray, inputs: Mapping[str, np.ndarray], wrt: tuple[str,
 
 def _projected(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[str, np.ndarray],
                wrt: tuple[str, ...], dtype: Any, device: str, weights: np.ndarray, atol: float, rtol: float,
-               policy: Policy, directions: np.ndarray) -> ProjectedResult:
+               policy: Policy, directions: np.ndarray, eps: float | None = None) -> ProjectedResult:
     """u·(dG/dx)·v per direction: double backward against central differences of u·G along v."""
     import torch
 
@@ -192,7 +196,7 @@ def _projected(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[st
         u, v = directions[i, 0].astype(np.float64), _split(directions[i, 1].astype(np.float64), inputs, wrt)
         diffs, noise = [], []
         for level in range(_LEVELS):
-            t = 1e-2 * scale / 4**level
+            t = (eps if eps else 1e-2 * scale) / 4**level
             sides = [gradient({**inputs, **{n: inputs[n] + sign * t * v[n] for n in wrt}}) @ u for sign in (1, -1)]
             diffs.append(np.array([(sides[0] - sides[1]) / (2 * t)]))
             noise.append(np.array([_EPS * max(abs(sides[0]), abs(sides[1]), 1.0) * total / t]))

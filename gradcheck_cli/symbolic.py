@@ -15,7 +15,7 @@ are numbers that sympy evaluates as it goes.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -136,6 +136,19 @@ class _LazyEnv(dict):
             self.cache[key] = self.backend.exact(value) if isinstance(value, np.ndarray) else value
         self[key] = self.cache[key]
         return self[key]
+
+
+def too_many_entries(name: str, size: int, out_size: int, jacobian: bool,
+                     max_elements: int = MAX_SYMBOLIC_ELEMENTS) -> InputError | None:
+    """The refusal of a derivative with more entries than sympy is given (plan.py asks before any work)."""
+    entries = size * out_size if jacobian else size
+    if entries <= max_elements:
+        return None
+    what = (f"the Jacobian d output / d '{name}' has {out_size} × {size} = {entries} entries"
+            if jacobian else f"'{name}' has {size} elements")
+    hint = f"give --grad-output (then '{name}' needs {size}), " if jacobian and size <= max_elements else ""
+    return InputError(f"--symbolic: {what}, above the symbolic engine's limit of {max_elements} "
+                      f"derivative entries; {hint}leave '{name}' out with --wrt, or use smaller inputs")
 
 
 class SymbolicEngine:
@@ -275,35 +288,44 @@ class SymbolicEngine:
                     kind: str) -> None:
         """Refuse work that sympy would take minutes over, before starting it."""
         out_size = int(np.prod(out_shape, dtype=np.int64))
-        entries = size * out_size if jacobian else size
-        if entries > self.max_elements:
-            what = (f"the Jacobian d output / d '{name}' has {out_size} × {size} = {entries} entries"
-                    if jacobian else f"'{name}' has {size} elements")
-            hint = f"give --grad-output (then '{name}' needs {size}), " if jacobian and size <= self.max_elements \
-                else ""
-            raise InputError(f"--symbolic: {what}, above the symbolic engine's limit of {self.max_elements} "
-                             f"derivative entries; {hint}leave '{name}' out with --wrt, or use smaller inputs")
+        too_many = too_many_entries(name, size, out_size, jacobian, self.max_elements)
+        if too_many is not None:
+            raise too_many
         if kind == "zero":
             return
-        work = self._work(start, size, out_size, jacobian, kind)
-        if work > MAX_SYMBOLIC_WORK:
-            raise InputError(f"--symbolic: d output / d '{name}' is too much work for sympy (about {work} "
-                             f"element evaluations, above the symbolic engine's limit of {MAX_SYMBOLIC_WORK}); "
-                             f"leave '{name}' out with --wrt, or use smaller inputs")
-
-    def _work(self, start: int, size: int, out_size: int, jacobian: bool, kind: str) -> int:
-        """A rough cost in element evaluations: walks × ops × the largest value, plus the diffs."""
-        calls, names = 0, set()
-        for statement in self.program.statements[start:]:
-            c, n = _census(statement.value)
-            calls, names = calls + c, names | n
         env = self.numeric.envs[start]
-        big = max([size, out_size] + [np.size(v) for i, v in self.numeric.values.items() if i >= start]
-                  + [np.size(env[n]) for n in names if n in env])
-        one_walk = kind == "aligned" or (kind == "reduced" and not jacobian)
-        walks = 1 if one_walk else size
-        diffs = big if one_walk else size * out_size if jacobian else size
-        return walks * max(calls, 1) * big + _DIFF_COST * diffs
+        values = self.numeric.values
+        work = work_estimate(self.program, start, size, out_size, jacobian, kind,
+                             {i: int(np.size(v)) for i, v in values.items()},
+                             {n: int(np.size(v)) for n, v in env.items()})
+        refusal = too_much_work(name, work)
+        if refusal is not None:
+            raise refusal
+
+
+def work_estimate(program: Any, start: int, size: int, out_size: int, jacobian: bool, kind: str,
+                  value_sizes: Mapping[int, int], name_sizes: Mapping[str, int]) -> int:
+    """A rough cost in element evaluations: walks × ops × the largest value, plus the diffs. `value_sizes`:
+    elements of each statement's value by index; `name_sizes`: of each name bound before statement `start`."""
+    calls, names = 0, set()
+    for statement in program.statements[start:]:
+        c, n = _census(statement.value)
+        calls, names = calls + c, names | n
+    big = max([size, out_size] + [n for i, n in value_sizes.items() if i >= start]
+              + [name_sizes[n] for n in names if n in name_sizes])
+    one_walk = kind == "aligned" or (kind == "reduced" and not jacobian)
+    walks = 1 if one_walk else size
+    diffs = big if one_walk else size * out_size if jacobian else size
+    return walks * max(calls, 1) * big + _DIFF_COST * diffs
+
+
+def too_much_work(name: str, work: int) -> InputError | None:
+    """The refusal of a derivative that would keep sympy busy for minutes (plan.py asks before any work)."""
+    if work <= MAX_SYMBOLIC_WORK:
+        return None
+    return InputError(f"--symbolic: d output / d '{name}' is too much work for sympy (about {work} "
+                      f"element evaluations, above the symbolic engine's limit of {MAX_SYMBOLIC_WORK}); "
+                      f"leave '{name}' out with --wrt, or use smaller inputs")
 
 
 def _census(node: Any) -> tuple[int, set[str]]:
