@@ -114,8 +114,9 @@ class BatchResult:
 
 # ---- timeouts ----
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """A case's time is up. A BaseException, as KeyboardInterrupt is: code that catches Exception to
+    recover (the meta-device size walk, a plugin's own try/except) must not swallow it and run on."""
 
 
 def _importing(frame: Any) -> bool:

@@ -311,3 +311,28 @@ def test_jobs_beyond_the_machine_are_clamped_with_a_note(tmp_path, monkeypatch):
     result = run(str(good), "--json", "-j", "64")
     assert result.exit_code == 0
     assert result.stderr == "note: -j 64 is more than this machine can run at once (1 core); using -j 1\n"
+
+
+def test_a_timeout_is_not_swallowed_by_code_that_catches_exception(tmp_path, monkeypatch):
+    """Code on a case's path that recovers from any Exception (the meta-device size walk does, and so
+    may a plugin) must not swallow the alarm and run on: the case times out."""
+    import time
+
+    from gradcheck_cli import memory
+
+    def stubborn(*args, **kwargs):
+        deadline = time.perf_counter() + 3.0
+        while time.perf_counter() < deadline:
+            try:
+                sum(range(10_000))
+            except Exception:  # what recovering code does
+                pass
+        return None
+
+    monkeypatch.setattr(memory, "_meta_sizes", stubborn)
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD)
+    result = run(str(path), "--json", "--timeout", "0.2")
+    (case,) = report(result)["cases"]
+    assert case["message"] == "timed out after 0.2 s (raise it with --timeout)"
+    assert result.exit_code == 2 and case["seconds"] < 2.0
