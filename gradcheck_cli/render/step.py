@@ -63,9 +63,13 @@ class StepTable:
         grads = ("analytic grad", "numeric grad") if wide else ("analytic", "numeric")
         headers += [(grads[0], "right"), (grads[1], "right"), ("torch", "right"),
                     ("reference", "right"), ("|diff|", "right"), ("verdict", "left")]
+        labels = [param.name + _index(k, param.passed.shape) for record in self.result.steps
+                  for param in record.params.values() for k in _rows(param, self.max_rows)]
         for header, justify in headers:
             keep = header in ("step", "param", "verdict", "|diff|")
-            width = 10 if header == "verdict" else len(header)  # "FAIL value" whole
+            # "FAIL value" and every element's name with its whole index (a dotted module parameter's too)
+            width = 10 if header == "verdict" else max(map(len, labels), default=5) if header == "param" \
+                else len(header)
             table.add_column(header, justify=justify, no_wrap=True, min_width=width if keep else None)
         hidden = 0
         for record in self.result.steps:
