@@ -148,6 +148,8 @@ def build_module(target: Any, name: str, init: Mapping[str, Any], seed: int) -> 
         raise InputError(f"'{name}' is a factory function; --init is for an nn.Module class's arguments")
     if is_class:
         _check_init_keywords(target, name, init)
+    else:
+        _check_factory(target, name)
     torch.manual_seed(seed)
     try:
         built = target(**init)
@@ -159,6 +161,19 @@ def build_module(target: Any, name: str, init: Mapping[str, Any], seed: int) -> 
     if not isinstance(built, torch.nn.Module):
         raise InputError(f"'{name}()' returned {type(built).__name__}, not an nn.Module")
     return built
+
+
+def _check_factory(factory: Any, name: str) -> None:
+    """A factory is called with no arguments: one that requires some is refused before it runs."""
+    try:
+        required = [p.name for p in inspect.signature(factory).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):  # no signature to read (a builtin): calling it will say
+        return
+    if required:
+        raise InputError(f"'{name}' is a function that requires {', '.join(repr(r) for r in required)}; a factory "
+                         "is called with no arguments (name an nn.Module class and give --init, or wrap the call "
+                         "in a function of no arguments)")
 
 
 def _check_init_keywords(cls: type, name: str, init: Mapping[str, Any]) -> None:

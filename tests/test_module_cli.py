@@ -224,7 +224,7 @@ def test_a_missing_name_lists_what_the_file_defines():
 
 
 @pytest.mark.parametrize("name, words", [("HIDDEN", "module"), ("Config", "module"), ("make_tensor", "module"),
-                                         ("make_with_args", "width")])
+                                         ("make_with_args", "no arguments")])
 def test_a_name_that_is_not_a_module(name, words):
     line = one_line(error(corpus("not_modules.py", name), "-v", "x=randn(2,1)"))
     assert name in line and words in line.lower()
