@@ -25,7 +25,7 @@ from .evidence import element_check
 from .module_load import replay_command
 from .module_target import ModuleRunner, ModuleTarget, NumericSide, copy_module, inputs_of, to_numpy
 from .target import checked as checked_inputs
-from .numeric import METHODS, NumericEngine, column_derivative, directional_derivative
+from .numeric import METHODS, NumericEngine, column_derivative
 from .values import default_value, is_integer, resolve
 from .verdict import SAFETY, Evidence, Policy
 
@@ -407,10 +407,9 @@ class _Engine(NumericEngine):
 
     def chunk(self, name: str) -> int:
         """Columns per batched evaluation: each row holds a perturbed copy of `name` and the forward's values."""
-        from .numeric import _probe_count
         size = self.envs[0][name].size
         row = 8 * (2 * size + 4 * max(self.target.side.activations, self.output.size, 1))
-        return max(1, self.memory_budget // (row * _probe_count(self.method)))
+        return max(1, self.memory_budget // (row * self.method.probes_per_column(self.eps)))
 
 
 def _projected(engine: _Engine, name: str, base: np.ndarray, gradient: np.ndarray | None, weights: Any,
@@ -427,8 +426,7 @@ def _projected(engine: _Engine, name: str, base: np.ndarray, gradient: np.ndarra
     else:
         projections = flat_v @ gradient.reshape(-1)
     w = output_weights if jacobian else weights
-    numeric = directional_derivative(engine._function(name, 0), base, out_shape, w, v, engine.method,
-                                     options.eps, max(1, engine.memory_budget // engine.row_bytes))
+    numeric = engine.directional(name, 0, w, v)
     elements = int(base.size) * (int(np.prod(out_shape)) if jacobian else 1)
     evidence = Evidence(projections, numeric.value, SAFETY * numeric.error, hint=hint)
     return projected_result(name, base, evidence, atol, rtol, elements, jacobian, policy)

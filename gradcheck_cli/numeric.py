@@ -388,8 +388,3 @@ def _unbatch(value: Any) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     return arr if arr.ndim == 0 and not isinstance(value, np.ndarray) else arr[0]
 
-
-def _probe_count(method: NumericMethod) -> int:
-    """A method's evaluations per column, the most with or without --eps (for callers that size batches
-    without knowing the step; those that know it ask method.probes_per_column(eps))."""
-    return max(method.probes, method.probes_with_eps)
