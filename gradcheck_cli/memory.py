@@ -3,20 +3,23 @@
 What a check holds at its peak, roughly: the inputs; on the torch side every op's output (autograd keeps
 them for backward) and as much again in gradients; the Jacobian in Jacobian mode; on the numeric side a
 float64 copy of every statement's value and its batched evaluations (complex step doubles each). Shapes
-come from running the program on torch's "meta" device, which computes shapes and allocates nothing.
-Plugin code is never run for this (it may not support meta tensors, and it runs once per check):
-with plugin ops only the inputs are counted.
+come from a size walk over the program: an op whose output is bounded small (from its arguments' sizes,
+before it runs) runs on zero-valued CPU tensors, anything larger on torch's "meta" device, which computes
+shapes and allocates nothing. Small programs never touch meta: its kernels cost ~0.1 ms an op and their
+first use imports torch._dynamo (about 2 s, the whole of a cold check). Plugin code is never run for this
+(it may not support meta tensors, and it runs once per check): with plugin ops only the inputs are counted.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import InputError
 from .evaluate import TorchBackend, Walker
-from .ops import OpSpec
+from .ops import Group, OpSpec
 from .parse import Program
 
 MB = 2**20
@@ -25,6 +28,8 @@ _NUMERIC_FACTOR = 4   # a batched row: every value several times over for tempor
 _COMPLEX = 2          # complex step evaluates in complex128
 _PROBES = 16          # evaluations a numeric method makes per column, about (Richardson's levels, both sides)
 _DIRECTIONS = 16      # a projected check's default directions
+SMALL_OP = 1 << 16    # elements an op's output may be bounded by to run on CPU in the size walk
+SMALL_WALK = 1 << 20  # elements the walk may hold on CPU in all, before every further op runs on meta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,12 +126,9 @@ def check_case(program: Program, table: Mapping[str, OpSpec], inputs: Mapping[st
 
 def _meta_sizes(program: Program, table: Mapping[str, OpSpec],
                 inputs: Mapping[str, np.ndarray]) -> tuple[int, list[tuple[str, int]]] | None:
-    """(elements of every op output, [(statement, elements)]) from a walk on the meta device."""
-    import torch
-
+    """(elements of every op output, [(statement, elements)]) from the size walk (see the module doc)."""
     backend = _Counting()
-    env: dict[str, Any] = {name: torch.empty(np.shape(v), dtype=torch.float64, device="meta")
-                           for name, v in inputs.items()}
+    env: dict[str, Any] = {name: backend.blank(np.shape(v)) for name, v in inputs.items()}
     statements: list[tuple[str, int]] = []
 
     def record(index: int, value: Any) -> None:
@@ -136,23 +138,78 @@ def _meta_sizes(program: Program, table: Mapping[str, OpSpec],
 
     try:
         Walker(program, table, backend).run(env, on_statement=record)
-    except Exception:  # noqa: BLE001 - an estimate only: whatever the meta walk trips on, the real run reports
+    except Exception:  # noqa: BLE001 - an estimate only: whatever the walk trips on, the real run reports
         return None
     return backend.elements, statements
 
 
 class _Counting(TorchBackend):
-    """Torch on the meta device, adding up the elements every op produces."""
+    """Torch on zero-valued CPU tensors while outputs are bounded small, on the meta device otherwise,
+    adding up the elements every op produces.
+
+    A bound on an op's output (and its temporaries), known from its group before it runs, decides where
+    it runs: the broadcast of its tensor arguments' shapes for arithmetic, reductions and softmax; their
+    sum for shape ops (indexing takes ints and slices only); otherwise (matmul) the product of their
+    sizes plus their sum.
+    """
 
     def __init__(self) -> None:
         import torch
-        super().__init__(torch.float64, "meta")
+        super().__init__(torch.float64, "cpu")
         self.elements = 0
+        self.held = 0  # elements made on CPU so far
+
+    def blank(self, shape: tuple[int, ...]) -> Any:
+        import torch
+        n = int(np.prod(shape, dtype=object))
+        device = "cpu" if n <= SMALL_OP and self.held + n <= SMALL_WALK else "meta"
+        self.held += n if device == "cpu" else 0
+        return torch.zeros(shape, dtype=torch.float64, device=device)
 
     def apply(self, spec: OpSpec, args: list[Any]) -> Any:
+        bound = _bound(spec, args)
+        if bound > SMALL_OP or self.held + bound > SMALL_WALK or _on_meta(args):
+            args = [_to_meta(a) for a in args]
         out = super().apply(spec, args)
-        self.elements += _numel(out)
+        n = _numel(out)
+        self.elements += n
+        if not _on_meta([out]):
+            self.held += n
         return out
+
+
+_BROADCAST = (Group.ELEMENTWISE, Group.STOP_GRADIENT, Group.REDUCTION, Group.ALONG_DIM)
+
+
+def _bound(spec: OpSpec, args: list[Any]) -> int:
+    shapes = list(_shapes(args))
+    sizes = [math.prod(s) for s in shapes]
+    if spec.group is Group.SHAPE:
+        return sum(sizes)
+    if spec.group in _BROADCAST:
+        try:
+            return math.prod(np.broadcast_shapes(*shapes)) if shapes else 1
+        except ValueError:
+            pass  # torch says why in the real run
+    return math.prod(max(n, 1) for n in sizes) + sum(sizes)
+
+
+def _shapes(value: Any):
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _shapes(v)
+    elif hasattr(value, "numel"):
+        yield tuple(value.shape)
+
+
+def _on_meta(values: Any) -> bool:
+    return any(_on_meta(v) if isinstance(v, (tuple, list)) else getattr(v, "is_meta", False) for v in values)
+
+
+def _to_meta(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_meta(v) for v in value)
+    return value.to("meta") if hasattr(value, "is_meta") and not value.is_meta else value
 
 
 def _numel(value: Any) -> int:

@@ -1,7 +1,7 @@
 """One memory budget for a whole case (issue 11), refused before anything large is allocated.
 
 Every refusal here is of a case that would need gigabytes: the budget is checked from shapes alone
-(the SPEC's generator arguments, and a walk on torch's meta device), so these tests allocate nothing big.
+(the SPEC's generator arguments, and a size walk: small ops on CPU zeros, large ones on torch's meta device), so these tests allocate nothing big.
 """
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from gradcheck_cli import InputError, check
+from gradcheck_cli import InputError, check, memory
+from gradcheck_cli.ops import OPS
+from gradcheck_cli.parse import parse
+from helpers import op_cases, run_python
 from gradcheck_cli.parse import DEFAULT_LIMITS, Limits
 
 
@@ -83,3 +86,51 @@ def test_python_api_budget():
 def test_help_shows_the_option(gradcheck):
     out = gradcheck("check", "--help").stdout
     assert "--max-memory" in out and str(DEFAULT_LIMITS.max_memory) in out
+
+
+WALKS = [(c.expr, {k: np.shape(v) for k, v in c.values.items()}) for c in op_cases()] + [
+    ("y = x + 2; z = y*y*3; z.mean()", {"x": (2, 2)}),
+    ("(a.unsqueeze(1) * b.unsqueeze(0)).sum()", {"a": (300,), "b": (400,)}),   # 120,000: past SMALL_OP
+    ("(a @ b).sum()", {"a": (500, 1), "b": (1, 500)}),
+    ("w = x * 2; w.mul_(3); cat([w, x]).sum()", {"x": (3,)}),
+    ("where(x > 0, x, -x).sum() + softmax(x, dim=0)[0]", {"x": (70_000,)}),  # the input alone is on meta
+]
+
+
+@pytest.mark.parametrize("expr,shapes", WALKS, ids=[w[0] for w in WALKS])
+def test_the_size_walk_gives_the_meta_walks_sizes(expr, shapes, monkeypatch):
+    """Running small ops on CPU zeros is an optimisation only: every size equals the all-meta walk's."""
+    program = parse(expr, OPS)
+    inputs = {name: np.zeros(shape) for name, shape in shapes.items()}
+    mixed = memory._meta_sizes(program, OPS, inputs)
+    monkeypatch.setattr(memory, "SMALL_OP", -1)
+    assert mixed == memory._meta_sizes(program, OPS, inputs)
+
+
+def test_the_size_walk_sizes_nearly_every_op():
+    """The test above would pass vacuously if the walk gave up (None) everywhere."""
+    sized = [memory._meta_sizes(parse(expr, OPS), OPS, {n: np.zeros(s) for n, s in shapes.items()}) is not None
+             for expr, shapes in WALKS]
+    assert sum(sized) >= 0.9 * len(WALKS)
+
+
+def test_a_small_check_never_uses_the_meta_device():
+    """Meta kernels' first use imports torch._dynamo (seconds): a small cold check must not pay for it."""
+    out = run_python("import sys\nfrom gradcheck_cli import check\n"
+                     "assert check('(softmax(x, dim=0) * (x @ W).sum()).sum() + 3*x.max()', "
+                     "x=[1.0, 2.0, 3.0], W=[[1.0], [2.0], [0.5]]).ok\n"
+                     "print('torch._dynamo' in sys.modules)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]
+
+
+def test_an_op_too_big_for_cpu_is_sized_on_meta(monkeypatch):
+    """The bound (product of argument sizes plus their sum) sends an outer product to meta, unallocated."""
+    seen = []
+    original = memory._to_meta
+    monkeypatch.setattr(memory, "_to_meta", lambda v: seen.append(v) or original(v))
+    program = parse("(a.unsqueeze(1) * b.unsqueeze(0)).sum()", OPS)
+    elements, statements = memory._meta_sizes(program, OPS, {"a": np.zeros(10**5), "b": np.zeros(10**5)})
+    assert statements == [("the output", 1)]
+    assert elements == 10**10 + 2 * 10**5 + 1  # two unsqueezes, the product, the sum
+    assert seen  # the product ran on meta
