@@ -46,8 +46,8 @@ def element_check(engine: NumericEngine, name: str, start: int, value: np.ndarra
     one decision each. `entries`: a structured Jacobian's flat index of each (1-D) element."""
     bound = SAFETY * numeric.error
     unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
-    if np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
-        # small: look at every element from both sides, so kinks are reported
+    if engine.can_kink and np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
+        # small, with an op that may kink: look at every element from both sides, so kinks are reported
         unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
     evidence = Evidence(gradient, numeric.value, bound, exact,
                         one_sided(engine, name, start, weights, unsure, entries), hint)

@@ -394,6 +394,8 @@ def _gradients(y: Any, targets: Mapping[str, Any], mode: Any, weights: Any,
 class _Engine(NumericEngine):
     """NumericEngine's one-sided probes (kinks) over a module target's evaluators instead of an expression."""
 
+    can_kink = True  # a module's forward is any torch code
+
     def __init__(self, target: ModuleTarget, method: Any, eps: float | None, memory_budget: int = 256 * 2**20):
         self.target, self.method, self.eps, self.memory_budget = target, method, eps, memory_budget
         self.is_complex = False

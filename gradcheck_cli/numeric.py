@@ -72,6 +72,11 @@ class NumericEngine:
         # what one batch row costs: every statement value, several times over for temporaries
         self.row_bytes = 8 * (2 if self.is_complex else 1) * 4 * max(sum(sizes), 1)
 
+    @property
+    def can_kink(self) -> bool:
+        """Whether any op of the program may be not differentiable somewhere (ops.OpSpec.kinks)."""
+        return any(self.table[op].may_kink for op in self.program.ops)
+
     def _contracted(self, name: str, start: int, weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """batch of values of `name` → batch of scalars Σ weights·output."""
         f = self._function(name, start)

@@ -106,6 +106,15 @@ class OpSpec:
     origin: str | None = None  # the plugin that defined the op; None for built-ins
     sympy: Callable[..., Any] | None = None  # on object arrays of sympy expressions (see above)
     mutates: bool = False  # an in-place method (x.mul_(2)): a statement of its own, on a name
+    # not differentiable at some points of its domain (abs at 0, ties, bounds, a mask's edge): a check whose
+    # program has such an op looks at every element of a small input from both sides (SPEC: kinks are
+    # reported); a program of smooth ops only is probed where the numeric estimate alone is unsure
+    kinks: bool = False
+
+    @property
+    def may_kink(self) -> bool:
+        """Whether the op may have a kink: declared so, or a plugin's (whose structure nobody declared)."""
+        return self.kinks or self.origin is not None
 
     @property
     def tensor_params(self) -> tuple[Param, ...]:
@@ -629,10 +638,10 @@ _ROWS: tuple[OpSpec, ...] = (
             domain=POSITIVE, sympy=_sy_pow),  # a real power of a negative base is nan
     OpSpec("maximum", (Param("a"), Param("b")), lambda a, b: torch.maximum(a, b), _np_maximum,
            Group.ELEMENTWISE, "elementwise max; a tie splits the gradient evenly",
-           sympy=_sy_maximum),
+           sympy=_sy_maximum, kinks=True),
     OpSpec("minimum", (Param("a"), Param("b")), lambda a, b: torch.minimum(a, b), _np_minimum,
            Group.ELEMENTWISE, "elementwise min; a tie splits the gradient evenly",
-           sympy=_sy_minimum),
+           sympy=_sy_minimum, kinks=True),
     _unary("neg", operator.neg, operator.neg, "-x", syntax="-x", scalars=True),
     _unary("sin", lambda x: torch.sin(x), np.sin, "sine", sympy=_sy_named("sin")),
     _unary("cos", lambda x: torch.cos(x), np.cos, "cosine", sympy=_sy_named("cos")),
@@ -653,27 +662,29 @@ _ROWS: tuple[OpSpec, ...] = (
     _unary("expm1", lambda x: torch.expm1(x), np.expm1, "exp(x) - 1, accurate near 0", sympy=_sy_expm1),
     _unary("sqrt", lambda x: torch.sqrt(x), np.sqrt, "square root", domain=POSITIVE, sympy=_sy_sqrt),
     _unary("abs", lambda x: torch.abs(x), _np_abs, "absolute value (gradient 0 at 0, as torch)",
-           sympy=_sy_abs),
+           sympy=_sy_abs, kinks=True),
     _unary("sigmoid", lambda x: torch.sigmoid(x), _np_sigmoid, "1 / (1 + exp(-x))", sympy=_sy_sigmoid),
     _unary("relu", lambda x: torch.relu(x), _np_relu, "max(x, 0) (gradient 0 at 0, as torch)",
-           sympy=_sy_relu),
+           sympy=_sy_relu, kinks=True),
     _unary("softplus", lambda x: torch.nn.functional.softplus(x), _np_softplus, "log(1 + exp(x))",
            sympy=_sy_softplus),
     OpSpec("clamp", (X, Param("min", Kind.NUMBER, None), Param("max", Kind.NUMBER, None)),
-           _t_clamp, _np_clamp, Group.ELEMENTWISE, "x limited to [min, max]", sympy=_sy_clamp),
+           _t_clamp, _np_clamp, Group.ELEMENTWISE, "x limited to [min, max]", sympy=_sy_clamp,
+           kinks=True),
     _reduction("sum", _t_reduce("sum"), _np_sum, "sum over dim (all by default)", sympy=_sy_sum),
     _reduction("mean", _t_reduce("mean"), _np_mean, "mean over dim (all by default)", sympy=_sy_mean),
     _reduction("prod", _t_prod, _np_prod, "product over dim (all by default)", sympy=_sy_prod),
     OpSpec("max", (X, Param("dim", Kind.DIM, None), KEEPDIM), _t_extreme("max"), _np_max,
            Group.REDUCTION, "largest element, or the values of x.max(dim) (torch's .values)",
-           sympy=_sy_max),
+           sympy=_sy_max, kinks=True),
     OpSpec("min", (X, Param("dim", Kind.DIM, None), KEEPDIM), _t_extreme("min"), _np_min,
            Group.REDUCTION, "smallest element, or the values of x.min(dim) (torch's .values)",
-           sympy=_sy_min),
+           sympy=_sy_min, kinks=True),
     _reduction("logsumexp", _t_logsumexp, _np_logsumexp, "log(sum(exp(x))) over dim, stably",
                sympy=_sy_logsumexp),
     OpSpec("norm", (X, Param("p", Kind.NUMBER, 2.0), DIM_ALL, KEEPDIM), _t_norm, _np_norm,
-           Group.REDUCTION, "vector p-norm over dim (all by default)", sympy=_sy_norm),
+           Group.REDUCTION, "vector p-norm over dim (all by default)", sympy=_sy_norm,
+           kinks=True),
     OpSpec("softmax", (X, Param("dim", Kind.DIM, -1)),
            lambda x, dim: torch.softmax(x, dim=dim), _np_softmax, Group.ALONG_DIM,
            "exp(x) / sum(exp(x)) along dim (default -1)", sympy=_sy_softmax),
@@ -705,7 +716,7 @@ _ROWS: tuple[OpSpec, ...] = (
     OpSpec("clone", (X,), lambda x: x.clone(), nn.np_clone, Group.ELEMENTWISE,
            "a copy with its own memory (what in-place statements write to safely)"),
     OpSpec("where", (Param("condition"), Param("input"), Param("other")), nn.t_where, nn.np_where,
-           Group.ELEMENTWISE, "input where condition is true, else other (condition: a mask)"),
+           Group.ELEMENTWISE, "input where condition is true, else other (condition: a mask)", kinks=True),
     OpSpec("linear", (X, Param("weight"), Param("bias", Kind.TENSOR, None)), nn.t_linear,
            nn.linear(_np_matmul, _np_T, _align), Group.LINALG,
            "x @ weight.T + bias, as torch.nn.functional.linear and nn.Linear",
@@ -725,7 +736,7 @@ _ROWS: tuple[OpSpec, ...] = (
 def _comparison(name: str, fn: Callable, symbol: str) -> OpSpec:
     return OpSpec(name, (Param("a"), Param("b")), fn, nn.comparison(fn), Group.STOP_GRADIENT,
                   f"a {symbol} b: a constant boolean mask (no gradient)", named=False, syntax=f"a {symbol} b",
-                  scalars=True)
+                  scalars=True, kinks=True)  # (x > 0) * x is relu
 
 
 _COMPARISONS = (
@@ -745,7 +756,7 @@ def _inplace(row: OpSpec) -> OpSpec:
     row's numpy/sympy form as a new value for the name (the walker rebinds it)."""
     return OpSpec(f"{row.name}_", row.params, nn.t_inplace(f"{row.name}_"), nn.inplace(row.numpy), row.group,
                   f"in place: x = {row.name}(x, ...)", complex_ok=row.complex_ok, domain=row.domain,
-                  sympy=None if row.sympy is None else nn.inplace(row.sympy), mutates=True)
+                  sympy=None if row.sympy is None else nn.inplace(row.sympy), mutates=True, kinks=row.kinks)
 
 
 _BY_NAME = {row.name: row for row in _ROWS}

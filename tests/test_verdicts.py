@@ -145,6 +145,49 @@ def test_a_real_kink_is_reported_and_judged_by_its_sides(op, ok, chose):
     assert res.passed[1:].all()
 
 
+def _smooth_cases():
+    """The op table's cases whose every op is declared free of kinks, at points where a kink would show:
+    every element the same (ties between arguments) and, for one input whose domain holds it, 0."""
+    from gradcheck_cli.ops import OPS
+    from gradcheck_cli.parse import parse
+    from helpers import op_cases
+    out = []
+    for case in op_cases():
+        ops = parse(case.expr, OPS).ops
+        if any(OPS[op].may_kink for op in ops):
+            continue
+        domain = OPS[case.op].domain
+        for point in [0.5] + ([0.0] if domain[0] < 0 < domain[1] and len(case.inputs) == 1 else []):
+            inputs = {k: np.full(np.shape(v), point) for k, v in case.inputs.items()}
+            out.append(pytest.param(case.expr, {**case.values, **inputs}, id=f"{case.expr}@{point}"))
+    return out
+
+
+@pytest.mark.parametrize("expr, values", _smooth_cases())
+def test_an_op_declared_smooth_has_no_kink_at_ties_or_zero(expr, values, monkeypatch):
+    """OpSpec.kinks=False lets a small check skip its both-sides look at every element: each such row,
+    looked at from both sides anyway (forced), shows no kink where one would be (ties, 0)."""
+    from gradcheck_cli.numeric import NumericEngine
+    monkeypatch.setattr(NumericEngine, "can_kink", True)
+    r = check(expr, **values)
+    for res in r.inputs.values():
+        assert res.decision.kink is None or not res.decision.kink.any(), res.reasons
+
+
+def test_a_small_smooth_check_probes_no_sides_and_a_kinked_one_does(monkeypatch):
+    """The skip is real (the test above would pass vacuously if nothing were skipped), and relu still
+    gets every element of a small input looked at from both sides, so its kink at 0 is reported."""
+    from gradcheck_cli.numeric import NumericEngine
+    calls = []
+    original = NumericEngine.one_sided
+    monkeypatch.setattr(NumericEngine, "one_sided", lambda self, *a: calls.append(a[3].size) or original(self, *a))
+    assert check("(sin(x) * x**2).sum()", x=[0.0, 0.5, -1.0]).ok
+    assert calls == []
+    r = check("(relu(x) * x**2 + relu(x)).sum()", x=[0.0, 0.5, -1.0])
+    assert calls == [3]
+    assert r.inputs["x"].reasons[0] == "not differentiable here: left 0, right 1, autograd chose 0"
+
+
 # ------------------------------------------------------- second order: the full Hessian
 
 def test_order_two_catches_a_wrong_mixed_partial_as_gradgradcheck_does():
