@@ -88,7 +88,7 @@ def run_module_step(module: Any, values: Mapping[str, Any], options: CheckOption
     finally:
         torch.set_rng_state(rng)
     replay = first.replay + f" --optim {shlex.quote(optim)} --steps {steps}"
-    return StepResult(first.expression, optimizer, tuple(records), True, options.dtype, first.method,
+    return StepResult(first.expression, optimizer.used, tuple(records), True, options.dtype, first.method,
                       first.atol, first.rtol, first.constants, replay, versions())
 
 

@@ -242,6 +242,16 @@ BUILT_IN: dict[str, Update] = {
 
 
 @dataclasses.dataclass(frozen=True)
+class OptimizerUsed:
+    """What a result says of its optimizer: data only, since results cross processes and plugin code
+    (a plugin's optimizer class) cannot be unpickled where the plugin was never loaded."""
+
+    name: str
+    hyper: dict[str, Any]
+    origin: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Optimizer:
     """An optimizer as `--optim` named it: the torch class, its numpy reference and the keywords given."""
 
@@ -250,6 +260,10 @@ class Optimizer:
     update: Update
     hyper: dict[str, Any]
     origin: str | None = None   # the plugin that defined it; None for a built-in
+
+    @property
+    def used(self) -> OptimizerUsed:
+        return OptimizerUsed(self.name, self.hyper, self.origin)
 
     def build(self, params: list[Any]) -> Any:
         """The torch optimizer over `params`; torch's own refusal of a value is bad input."""

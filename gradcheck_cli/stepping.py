@@ -21,7 +21,7 @@ from .compare import GradientResult, default_tolerances, element_result, version
 from .errors import ExitStatus, InputError
 from .evaluate import TorchBackend, Walker
 from .numeric import TAYLOR, NumericEngine, choose_method
-from .optim import PLUGIN_ERRORS, Optimizer, resolve_optimizer
+from .optim import PLUGIN_ERRORS, Optimizer, OptimizerUsed, resolve_optimizer
 from .options import MAX_STEPS, api_options, kind_replay, split_options
 from .verdict import SAFETY, Evidence, Policy
 
@@ -93,7 +93,7 @@ class StepResult:
     """A whole `gradcheck step` run: one record a step, and the tolerances and settings used."""
 
     expression: str
-    optimizer: Optimizer
+    optimizer: OptimizerUsed
     steps: tuple[StepRecord, ...]
     recompute: bool
     dtype: str
@@ -195,7 +195,7 @@ def run_step(expression: str, values: Mapping[str, Any], options: StepOptions) -
                                        new_reference[name], atol, rtol, reused=not fresh)
         records.append(StepRecord(step, loss, params))
         reference = new_reference
-    return StepResult(prep.program.source, optimizer, tuple(records), options.recompute, check.dtype, method,
+    return StepResult(prep.program.source, optimizer.used, tuple(records), options.recompute, check.dtype, method,
                       atol, rtol, constants, _replay(prep, options, method), versions())
 
 

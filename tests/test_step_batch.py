@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -42,6 +44,20 @@ def test_a_wrong_custom_optimizer_fails_in_a_batch_naming_the_step(tmp_path):
                                               'optim = "LateBias(lr=0.1)"\nsteps = 3\n'))], plugins=(plugin,))
     (case,) = result.cases
     assert case.status == "fail" and case.message.startswith("step 2, w[0]: new value")
+
+
+def test_a_plugin_optimizer_in_a_fresh_batch_process_reports_its_result(tmp_path):
+    """The result crosses back from the worker that ran the plugin: it must carry data, not the plugin's
+    class (this process never loaded the plugin, so unpickling that class crashed the whole batch)."""
+    plugin = os.path.join(ROOT, "tests", "plugins", "optimizers.py")
+    path = _write(tmp_path, '[[case]]\nexpr = "(w**2).sum()"\nvars = { w = [1.0, -2.0] }\n'
+                            'optim = "LateBias(lr=0.1)"\nsteps = 3\n')
+    out = subprocess.run([sys.executable, "-m", "gradcheck_cli", "batch", str(path), "--plugin", plugin, "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    (case,) = strict_json(out.stdout)["cases"]
+    assert case["status"] == "fail" and case["message"].startswith("step 2, w[0]: new value")
+    assert case["result"]["optimizer"] == {"name": "LateBias", "hyper": {"lr": 0.1}, "origin": plugin}
 
 
 def _write(tmp_path, text):
