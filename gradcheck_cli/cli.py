@@ -377,10 +377,19 @@ def _progress(enabled: bool):
     if not enabled or not sys.stdout.isatty():
         yield None
         return
+    import time
     from rich.progress import Progress
-    with Progress(transient=True, console=_console()) as bar:
+    # no refresh thread: -j forks its workers, which is safe only while this process runs one thread
+    with Progress(transient=True, console=_console(), auto_refresh=False) as bar:
         task = bar.add_task("checking", total=None)
-        yield lambda case: bar.advance(task)
+        shown = [0.0]
+
+        def advance(case: Any) -> None:
+            bar.advance(task)
+            if time.monotonic() - shown[0] >= 0.1:
+                bar.refresh()
+                shown[0] = time.monotonic()
+        yield advance
 
 
 @main.command(cls=ExpressionCommand)

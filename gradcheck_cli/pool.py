@@ -1,4 +1,9 @@
-"""The -j worker pool: processes started once and kept warm, cases sent in chunks, compact results back.
+"""The -j worker pool: processes started once and kept warm, cases sent in chunks, results sent back a
+few at a time.
+
+Workers are forked where that is safe (Linux, this process on one thread, CUDA not started): a fork is
+ready in milliseconds with torch already imported and warm, where a spawned worker spends seconds
+importing it. Elsewhere they are spawned.
 
 A worker that dies (plugin code calling os._exit, a segfault, the OOM killer) or runs past its hard
 deadline costs only the case it was running: that case becomes an error, the rest of its chunk goes to a
@@ -15,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 from typing import Callable, Sequence
 
@@ -24,6 +30,7 @@ WORKER_BYTES = 1 << 30        # memory a worker may need: torch itself (~0.4 GB)
 MAX_OUTPUT = 4_000            # characters of a case's captured output kept in its message
 MAX_START_FAILURES = 3        # workers that die before they are ready, in a row, before the pool gives up
 MAX_AHEAD_BYTES = 32_768      # a chunk sent ahead, while the worker is busy, never fills the pipe between them
+FLUSH_SECONDS = 0.1           # a worker sends its finished results at least this often (and at each chunk's end)
 
 
 def machine_limits() -> tuple[int, int | None]:
@@ -49,14 +56,20 @@ def clamp_jobs(jobs: int) -> tuple[int, str | None]:
     return limit, f"-j {jobs} is more than this machine can run at once ({room}); using -j {limit}"
 
 
-def _worker(conn, capture: str, timeout: float | None, keep: int) -> None:
-    """A worker's life: send 'ready', then run each chunk it is sent, one result message a case."""
+def _worker(conn, capture: str, timeout: float | None, keep: int, inherited: Sequence = ()) -> None:
+    """A worker's life: send 'ready', then run each chunk it is sent, sending results back in batches."""
+    for other in inherited:  # a forked worker's copies of its siblings' pipes: theirs alone to hold open
+        other.close()
     fd = os.open(capture, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)  # plugin prints, C-level writes and warnings all land in the capture file
+    # Python's own streams on those descriptors (a fork inherits whatever the parent had: a test
+    # runner's buffer, a terminal's wrapper)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
     from .cases import warm_up
     warm_up(threads=1)
     loads: dict[str, str] = {}
@@ -65,6 +78,7 @@ def _worker(conn, capture: str, timeout: float | None, keep: int) -> None:
         chunk = conn.recv()
         if chunk is None:
             return
+        done, sent = [], time.perf_counter()
         for index, case in chunk:
             loaded = [_load_output(ref, fd, loads) for ref in (case.options.plugins if case.runs_plugin_code else ())]
             os.ftruncate(fd, 0)
@@ -72,7 +86,12 @@ def _worker(conn, capture: str, timeout: float | None, keep: int) -> None:
             output = "\n".join(o for o in (*loaded, _read_capture(fd)) if o)
             if output:
                 result = dataclasses.replace(result, message=_with_output(result.message, output))
-            conn.send((index, result))
+            done.append((index, result))
+            if time.perf_counter() - sent >= FLUSH_SECONDS:
+                conn.send(("results", done))
+                done, sent = [], time.perf_counter()
+        if done:
+            conn.send(("results", done))
 
 
 def _load_output(ref: str, fd: int, loads: dict[str, str]) -> str:
@@ -145,9 +164,8 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
     go to a worker (`jobs` of them when this process has no case of its own, and one more when it is done
     with its own while many remain). Without `local`, `jobs` workers run everything.
     """
-    import multiprocessing
     from multiprocessing.connection import wait
-    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    context = _context()
     timeout = check_timeout(timeout)
     isolated = collections.deque((i, c) for i, c in work if not local or c.runs_plugin_code)
     shared = collections.deque((i, c) for i, c in work if local and not c.runs_plugin_code)
@@ -175,8 +193,14 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
         def start() -> _Worker:
             parent, child = context.Pipe()
             capture = os.path.join(folder, f"worker-{next(serial)}.out")
-            process = context.Process(target=_worker, args=(child, capture, timeout, keep), daemon=True)
-            process.start()
+            inherited = [w.conn for w in workers] + [parent] if context.get_start_method() == "fork" else []
+            process = context.Process(target=_worker, args=(child, capture, timeout, keep, inherited), daemon=True)
+            for stream in (sys.stdout, sys.stderr):  # a fork copies unwritten output: write it once, here
+                if stream is not None:
+                    stream.flush()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with torch's own threads
+                process.start()
             child.close()
             return _Worker(process, parent, capture)
 
@@ -233,14 +257,14 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                 alive = True
                 try:
                     while worker.conn.poll():
-                        message = worker.conn.recv()
-                        if message[0] == "ready":
+                        kind, body = worker.conn.recv()
+                        if kind == "ready":
                             worker.ready = True
                             continue
-                        index, result = message
-                        worker.pending.pop(0)
+                        for index, result in body:
+                            worker.pending.pop(0)
+                            record(index, result)
                         worker.since = time.perf_counter()
-                        record(index, result)
                 except (EOFError, OSError):
                     alive = False
                 if not alive or worker.process.sentinel in ready and not worker.process.is_alive():
@@ -257,10 +281,15 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                 restart()
 
         try:
+            # torch's first-use imports, charged to no case's time: before a fork (every worker inherits
+            # them), or while spawned workers import torch themselves
+            from .cases import warm_up
+            forked = context.get_start_method() == "fork"
+            if forked:
+                warm_up()
             workers.extend(start() for _ in range(count))
-            if shared:
-                from .cases import warm_up
-                warm_up()  # this process's torch first-use imports, charged to no case's time
+            if shared and not forked:
+                warm_up()
             while workers or shared:
                 dispatch()
                 if shared:
@@ -282,6 +311,17 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                 if worker.process.is_alive():
                     worker.process.kill()
                 worker.process.join()
+
+
+def _context():
+    """fork where it is safe, else spawn (torch and fork do not mix once threads or CUDA are running)."""
+    import multiprocessing
+    import threading
+    torch = sys.modules.get("torch")
+    cuda = torch is not None and torch.cuda.is_initialized()
+    if sys.platform.startswith("linux") and threading.active_count() == 1 and not cuda:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 @contextlib.contextmanager
