@@ -173,6 +173,25 @@ def test_batch_and_ops_tables_fit_80_columns(tmp_path):
     assert re.search(r"^a \+ b  add\(a, b\)\s+│ elementwise\s+│ a \+ b\s*$", wide, re.M)
 
 
+@pytest.mark.parametrize("columns", [80, 120])
+def test_batch_table_keeps_file_and_line_whole_and_wraps_the_case_name(tmp_path, columns, monkeypatch):
+    """At 80 columns the long case name wraps and `FILE:LINE` stays on one line, so it can be copied."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("gradient_suites")
+    cases = os.path.join("gradient_suites", "lessons.toml")  # 30 columns with its line
+    with open(cases, "w") as handle:
+        handle.write('[[case]]\nname = "a rather long case name that goes on and on and on and on"\n'
+                     'expr = "sin(x).sum()"\nvars = { x = [1.0] }\n')
+    where = f"{cases}:1"
+    text = invoke("batch", cases, columns=columns, exit_code=0).stdout
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= columns, text
+    assert any(line.startswith(where + " ") for line in lines), text
+    first = next(i for i, line in enumerate(lines) if "PASS" in line)
+    name = " ".join(line.split("│")[1].strip() for line in lines[first:] if "│" in line)
+    assert name.startswith("a rather long case name that goes on and on and on and on"), text
+
+
 def test_the_repository_hook_as_a_real_process():
     """The hook's own command, in a fresh process with COLUMNS=80 and stdout a pipe, as a shell runs it."""
     import subprocess

@@ -3,7 +3,7 @@ GitHub workflow annotations. Every string from a batch file is data: shown as Te
 control characters as escapes, and escaped by GitHub's workflow-command rules in annotations."""
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -20,16 +20,34 @@ def _worst(case: CaseResult) -> str:
     return "" if worst is None else ("0" if worst == 0 else f"{worst:.1e}")
 
 
-def summary_table(batch: BatchResult) -> Table:
+_CASE_MIN = 10  # the case's name keeps at least this many columns; past that, file:line folds
+
+
+class _Summary:
+    """The one-row-a-case table, laid out for the width it is drawn at (known only then)."""
+
+    def __init__(self, batch: BatchResult):
+        self.batch = batch
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield summary_table(self.batch, options.max_width)
+
+
+def summary_table(batch: BatchResult, width: int | None = None) -> Table:
+    """At `width` (80 columns, say) the case's name wraps first and file:line stays whole, folding only
+    where the name would get fewer than _CASE_MIN columns; the verdict, error and time never wrap."""
     table = Table(show_edge=False, pad_edge=False)
-    # at 80 columns the file and case fold onto more lines; the verdict, error and time never do
-    for header, justify in (("where", "left"), ("case", "left"), ("verdict", "left"), ("worst abs err", "right"),
-                            ("time", "right")):
-        table.add_column(header, justify=justify, no_wrap=header not in ("where", "case"),
-                         overflow="fold" if header == "where" else "ellipsis")
-    for case in batch.cases:
-        table.add_row(Text(visible(f"{case.file}:{case.line}")), Text(visible(case.name)),
-                      Text(case.status.upper(), style=_STYLE[case.status]),
+    wheres = [Text(visible(f"{case.file}:{case.line}")) for case in batch.cases]
+    where = max((w.cell_len for w in wheres), default=5)
+    if width is not None:  # the other columns at their widest, and a separator (3) between each two
+        others = len("verdict") + len("worst abs err") + len("999 ms") + 4 * 3
+        where = max(5, min(where, width - others - _CASE_MIN))
+    table.add_column("where", width=where, overflow="fold")
+    table.add_column("case", overflow="fold")
+    for header, justify in (("verdict", "left"), ("worst abs err", "right"), ("time", "right")):
+        table.add_column(header, justify=justify, no_wrap=True)
+    for case, at in zip(batch.cases, wheres):
+        table.add_row(at, Text(visible(case.name)), Text(case.status.upper(), style=_STYLE[case.status]),
                       _worst(case), f"{case.seconds * 1000:.0f} ms")
     return table
 
@@ -46,7 +64,7 @@ def totals(batch: BatchResult) -> Text:
 
 
 def batch_view(batch: BatchResult, max_rows: int = 20) -> RenderableType:
-    parts: list[RenderableType] = [summary_table(batch)]
+    parts: list[RenderableType] = [_Summary(batch)]
     for case in batch.cases:
         if case.status in (Status.FAIL, Status.XPASS, Status.ERROR):
             parts.append(Text(f"\n{visible(case.file)}:{case.line} {visible(case.name)}: {case.status.upper()}",
