@@ -223,6 +223,10 @@ def _run(module: Any, values: Mapping[str, Any], options: CheckOptions, request:
     program, table, arrays = prep.program, prep.table, prep.arrays
     arg_names, loss_names, wrt_inputs = prep.arg_names, prep.loss_names, prep.wrt_inputs
     checked, frozen, skipped = _select(module, request.params)
+    if not checked and not wrt_inputs:  # a check that checks nothing must not pass in CI
+        what = (f"every parameter is frozen (requires_grad=False: {', '.join(frozen)})" if frozen
+                else "the module has no parameters")
+        raise InputError(f"nothing to check: {what}; pass --wrt-inputs to check the gradients of its inputs")
 
     # the analytic side: a copy in the check's dtype
     twin = copy_module(module, dtype, request.train, label)

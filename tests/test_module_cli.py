@@ -105,6 +105,39 @@ def test_json_keys_are_always_present():
     assert data["buffers"] == {} and data["frozen"] == [] and data["unused"] == [] and data["inputs"] == {}
 
 
+FROZEN_FILE = """import torch
+from torch import nn
+
+
+class Frozen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+        self.fc.requires_grad_(False)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x))
+
+
+class Scale(nn.Module):
+    def forward(self, x):
+        return 2 * x
+"""
+
+
+@pytest.mark.parametrize("name, what", [
+    ("Frozen", "every parameter is frozen (requires_grad=False: fc.weight, fc.bias)"),
+    ("Scale", "the module has no parameters")])
+def test_a_module_with_nothing_to_check_is_refused_not_passed(tmp_path, name, what):
+    """A CI gradient assertion that checks nothing must not pass; with --wrt-inputs it checks the inputs."""
+    path = tmp_path / "frozen.py"
+    path.write_text(FROZEN_FILE)
+    assert one_line(error(f"{path}:{name}", "-v", "x=randn(2,3)")) == (
+        f"error: nothing to check: {what}; pass --wrt-inputs to check the gradients of its inputs")
+    data = run_json(f"{path}:{name}", "-v", "x=randn(2,3)", "--wrt-inputs")
+    assert data["ok"] and list(data["inputs"]) == ["x"] and data["parameters"] == {}
+
+
 def test_buffers_frozen_and_unused_are_listed():
     bn = run_json(corpus("layers.py", "BatchNet"), "-v", "x=randn(4,3)", "--loss", "(out**2).sum()", "--train")
     assert bn["ok"] and bn["buffers"] == {"bn.running_mean": [4], "bn.running_var": [4], "bn.num_batches_tracked": []}

@@ -294,7 +294,14 @@ def test_a_forward_argument_that_is_missing_is_bad_input():
         check_module(case.build(), loss=case.loss, q=case.values["q"])
 
 
-def test_a_module_with_every_parameter_frozen_checks_none_and_lists_them():
+def test_a_module_with_every_parameter_frozen_is_refused_unless_its_inputs_are_checked():
+    """Nothing to check is bad input (a CI assertion that checked nothing must not pass); with
+    wrt_inputs the inputs are checked and the frozen parameters listed."""
     module = copy.deepcopy(M.BY_ID["seed 004 Model"].build()).requires_grad_(False)
-    r = check_module(module, loss="out.sum()", x=np.ones((2, 1)))
-    assert r.parameters == {} and r.frozen == ("line_layer.weight", "line_layer.bias")
+    with pytest.raises(InputError, match="nothing to check: every parameter is frozen"):
+        check_module(module, loss="out.sum()", x=np.ones((2, 1)))
+    r = check_module(module, loss="out.sum()", wrt_inputs=True, x=np.ones((2, 1)))
+    assert r.ok and r.parameters == {} and r.frozen == ("line_layer.weight", "line_layer.bias")
+    x = torch.ones((2, 1), dtype=torch.float64, requires_grad=True)
+    (want,) = torch.autograd.grad(module.double()(x).sum(), x)
+    np.testing.assert_allclose(r.inputs["x"].analytic, want.numpy(), rtol=1e-12)
