@@ -89,7 +89,8 @@ def run_module_step(module: Any, values: Mapping[str, Any], options: CheckOption
         torch.set_rng_state(rng)
     replay = first.replay + f" --optim {shlex.quote(optim)} --steps {steps}"
     return StepResult(first.expression, optimizer.used, tuple(records), True, options.dtype, first.method,
-                      first.atol, first.rtol, first.constants, replay, versions())
+                      first.atol, first.rtol, first.constants, replay, versions(),
+                      request.label or type(module).__name__)
 
 
 def _torch_step(twin: Any, optimizer: Any, result: Any, values: Mapping[str, Any], options: CheckOptions,

@@ -103,6 +103,7 @@ class StepResult:
     constants: dict[str, np.ndarray]
     replay: str
     versions: dict[str, str]
+    module: str | None = None  # `gradcheck module --optim`: the FILE:NAME stepped (expression is its loss)
 
     @property
     def ok(self) -> bool:

@@ -364,6 +364,9 @@ def test_optim_steps_every_checked_parameter(models):
         for name, p in twin.named_parameters():
             np.testing.assert_allclose(record["params"][name]["torch"], p.detach().numpy(), rtol=1e-12)
     assert set(data["steps"][0]["params"]) == {"line_layer.weight", "line_layer.bias"}
+    assert data["module"] == "models.py:Model" and data["expression"] == "out.pow(2).mean()"
+    header = run(*args[:-1]).output.splitlines()[0]  # the table names the module, not a `gradcheck step`
+    assert header == "gradcheck module models.py:Model --optim, loss out.pow(2).mean()"
 
 
 def test_optim_fails_on_a_wrong_custom_backward(models):

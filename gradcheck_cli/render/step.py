@@ -111,7 +111,8 @@ def step_view(result: "StepResult", max_rows: int = DEFAULT_ROWS) -> RenderableT
     losses = ", ".join(f"{r.step}: {_num(r.loss)}" for r in result.steps[:6])
     losses += ", …" if len(result.steps) > 6 else ""
     parts: list[RenderableType] = [
-        Text.assemble(("gradcheck step ", "gc.head"), result.expression),
+        Text.assemble(("gradcheck step ", "gc.head"), result.expression) if result.module is None else
+        Text.assemble(("gradcheck module ", "gc.head"), f"{result.module} --optim, loss {result.expression}"),
         Text(f"optimizer {optimizer_text(result)}"
              + (f" from {result.optimizer.origin}" if result.optimizer.origin else " (torch.optim)")
              + f"; {len(result.steps)} step{'s' if len(result.steps) != 1 else ''}: {loop}", style="gc.dim"),
@@ -162,6 +163,7 @@ def step_dict(result: "StepResult") -> dict[str, Any]:
     return {
         "ok": result.ok,
         "expression": result.expression,
+        **({} if result.module is None else {"module": result.module}),
         "optimizer": {"name": result.optimizer.name, "hyper": {k: _literal(v) for k, v in result.optimizer.hyper.items()},
                       "origin": result.optimizer.origin},
         "recompute": result.recompute, "dtype": result.dtype, "method": result.method,
