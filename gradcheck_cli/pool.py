@@ -1,9 +1,10 @@
 """The -j worker pool: processes started once and kept warm, cases sent in chunks, results sent back a
 few at a time.
 
-Workers are forked where that is safe (Linux, this process on one thread, CUDA not started): a fork is
-ready in milliseconds with torch already imported and warm, where a spawned worker spends seconds
-importing it. Elsewhere they are spawned.
+Workers are forked where that is safe (Linux, this process on one thread, CUDA not started, and no case
+runs plugin code): a fork is ready in milliseconds with torch already imported and warm, where a spawned
+worker spends seconds importing it. Plugin code gets a spawned interpreter of its own: a fork shares
+torch's OpenMP state with this process, and code that raises torch's thread count there hangs.
 
 A worker that dies (plugin code calling os._exit, a segfault, the OOM killer) or runs past its hard
 deadline costs only the case it was running: that case becomes an error, the rest of its chunk goes to a
@@ -165,7 +166,7 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
     with its own while many remain). Without `local`, `jobs` workers run everything.
     """
     from multiprocessing.connection import wait
-    context = _context()
+    context = _context(any(c.runs_plugin_code for _, c in work))
     timeout = check_timeout(timeout)
     isolated = collections.deque((i, c) for i, c in work if not local or c.runs_plugin_code)
     shared = collections.deque((i, c) for i, c in work if local and not c.runs_plugin_code)
@@ -313,13 +314,13 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                 worker.process.join()
 
 
-def _context():
-    """fork where it is safe, else spawn (torch and fork do not mix once threads or CUDA are running)."""
+def _context(plugin_code: bool):
+    """fork where it is safe, else spawn (see the module doc)."""
     import multiprocessing
     import threading
     torch = sys.modules.get("torch")
     cuda = torch is not None and torch.cuda.is_initialized()
-    if sys.platform.startswith("linux") and threading.active_count() == 1 and not cuda:
+    if sys.platform.startswith("linux") and threading.active_count() == 1 and not cuda and not plugin_code:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 

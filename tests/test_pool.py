@@ -160,3 +160,58 @@ def test_a_small_batch_does_not_wait_for_a_worker_to_start(tmp_path):
     assert [c.status for c in two.cases] == [c.status for c in one.cases] == [Status.PASS, Status.PASS]
     # a worker takes seconds to start (spawn, import torch); both cases are done long before that
     assert pooled < alone + 1.5, (pooled, alone)
+
+
+def _built_in_batch(tmp_path) -> str:
+    """HEAD's cases without the plugin ones (a pass, a failure, a syntax error, the timeout), then small ones."""
+    head = [c for c in HEAD.split("[[case]]") if c.strip() and "plugins" not in c]
+    body = ["[[case]]" + c for c in head]
+    for i in range(40):
+        body.append(f'[[case]]\nname = "small {i}"\nexpr = "{SMALL[i % 4]}"\nvars = {VARS[i % 4]}\nseed = {i}\n')
+    path = tmp_path / "built_in.toml"
+    path.write_text("\n".join(body), encoding="utf-8")
+    return str(path)
+
+
+def test_a_built_in_batch_is_shared_with_a_forked_worker_and_reports_the_same(tmp_path, monkeypatch):
+    """No plugin code: the worker is forked (it inherits this process's patched run_case, which a spawned
+    one would not), it runs part of the batch, its timeout still fires, and the report equals -j 1's."""
+    import os
+    import sys
+    from gradcheck_cli import pool
+    if not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked on Linux only")
+    path = _built_in_batch(tmp_path)
+    one = report(path, 1)
+    pids = tmp_path / "pids"
+    original = pool.run_case
+
+    def noting(case, *args):
+        with open(pids, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return original(case, *args)
+    monkeypatch.setattr(pool, "run_case", noting)
+    two = report(path, 2)
+    assert len(set(pids.read_text().split())) == 2  # this process and one forked worker, both busy
+    assert [c["status"] for c in one["cases"]][:4] == [Status.PASS, Status.FAIL, Status.ERROR, Status.ERROR]
+    assert "timed out" in one["cases"][3]["message"]
+    assert two == one
+
+
+def test_plugin_code_or_threads_get_spawned_workers():
+    """A fork shares torch's OpenMP state (plugin code raising the thread count there hangs) and would copy
+    a lock another thread holds: those get spawned interpreters."""
+    import sys
+    import threading
+    from gradcheck_cli import pool
+    assert pool._context(True).get_start_method() == "spawn"
+    alone = "fork" if sys.platform.startswith("linux") and threading.active_count() == 1 else "spawn"
+    assert pool._context(False).get_start_method() == alone
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert pool._context(False).get_start_method() == "spawn"
+    finally:
+        stop.set()
+        thread.join()
