@@ -168,9 +168,12 @@ class _Counting(TorchBackend):
 
     def apply(self, spec: OpSpec, args: list[Any]) -> Any:
         bound = _bound(spec, args)
-        if bound > SMALL_OP or self.held + bound > SMALL_WALK or _on_meta(args):
-            args = [_to_meta(a) for a in args]
-        out = super().apply(spec, args)
+        if bound <= SMALL_OP and self.held + bound <= SMALL_WALK and not _on_meta(args):
+            out = super().apply(spec, args)
+        elif spec.group in _ELEMENTWISE and not any(isinstance(a, (tuple, list)) for a in args):
+            out = self._elementwise(spec, args)
+        else:
+            out = super().apply(spec, [_to_meta(a) for a in args])
         n = _numel(out)
         self.elements += n
         if not _on_meta([out]):
@@ -178,7 +181,19 @@ class _Counting(TorchBackend):
         return out
 
 
-_BROADCAST = (Group.ELEMENTWISE, Group.STOP_GRADIENT, Group.REDUCTION, Group.ALONG_DIM)
+    def _elementwise(self, spec: OpSpec, args: list[Any]) -> Any:
+        """A large elementwise op without running it: its dtype from the op on 0-d CPU stand-ins, its shape
+        the broadcast of its arguments' (meta kernels for arithmetic run in Python and import
+        torch._dynamo on first use)."""
+        import torch
+        stand_ins = [torch.zeros((), dtype=a.dtype) if hasattr(a, "is_meta") else a for a in args]
+        dtype = super().apply(spec, stand_ins).dtype
+        shape = np.broadcast_shapes(*(tuple(a.shape) for a in args if hasattr(a, "is_meta")))
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+
+_ELEMENTWISE = (Group.ELEMENTWISE, Group.STOP_GRADIENT)
+_BROADCAST = (*_ELEMENTWISE, Group.REDUCTION, Group.ALONG_DIM)
 
 
 def _bound(spec: OpSpec, args: list[Any]) -> int:

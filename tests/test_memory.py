@@ -99,12 +99,15 @@ WALKS = [(c.expr, {k: np.shape(v) for k, v in c.values.items()}) for c in op_cas
 
 @pytest.mark.parametrize("expr,shapes", WALKS, ids=[w[0] for w in WALKS])
 def test_the_size_walk_gives_the_meta_walks_sizes(expr, shapes, monkeypatch):
-    """Running small ops on CPU zeros is an optimisation only: every size equals the all-meta walk's."""
+    """Small ops on CPU zeros, and large elementwise ones by the broadcast rule, are optimisations only:
+    every size equals the all-meta walk's."""
     program = parse(expr, OPS)
     inputs = {name: np.zeros(shape) for name, shape in shapes.items()}
     mixed = memory._meta_sizes(program, OPS, inputs)
     monkeypatch.setattr(memory, "SMALL_OP", -1)
-    assert mixed == memory._meta_sizes(program, OPS, inputs)
+    by_rule = memory._meta_sizes(program, OPS, inputs)  # every elementwise op by its rule, the rest on meta
+    monkeypatch.setattr(memory, "_ELEMENTWISE", ())
+    assert mixed == by_rule == memory._meta_sizes(program, OPS, inputs)
 
 
 def test_the_size_walk_sizes_nearly_every_op():
@@ -112,6 +115,15 @@ def test_the_size_walk_sizes_nearly_every_op():
     sized = [memory._meta_sizes(parse(expr, OPS), OPS, {n: np.zeros(s) for n, s in shapes.items()}) is not None
              for expr, shapes in WALKS]
     assert sum(sized) >= 0.9 * len(WALKS)
+
+
+def test_a_large_elementwise_check_does_not_import_dynamo():
+    """Large elementwise ops are sized by rule, not by meta kernels (whose first use imports torch._dynamo)."""
+    out = run_python("import sys\nimport numpy as np\nfrom gradcheck_cli import check\n"
+                     "assert check('(sin(3*x**3)*exp(-x) + (x > 0)).sum()', x=np.linspace(-1, 1, 10**5)).ok\n"
+                     "print('torch._dynamo' in sys.modules)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]
 
 
 def test_a_small_check_never_uses_the_meta_device():
@@ -133,4 +145,4 @@ def test_an_op_too_big_for_cpu_is_sized_on_meta(monkeypatch):
     elements, statements = memory._meta_sizes(program, OPS, {"a": np.zeros(10**5), "b": np.zeros(10**5)})
     assert statements == [("the output", 1)]
     assert elements == 10**10 + 2 * 10**5 + 1  # two unsqueezes, the product, the sum
-    assert seen  # the product ran on meta
+    assert seen  # the unsqueezes ran on meta
