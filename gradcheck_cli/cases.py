@@ -220,9 +220,11 @@ def _verdict(case: Case, result: CheckResult) -> tuple[str, str]:
         if not r.ok:
             worst = int(np.argmax(np.where(r.passed, -np.inf, r.abs_error).reshape(-1)))
             index = [int(i) for i in np.unravel_index(worst, r.analytic.shape)] if r.analytic.shape else []
+            count = f"{r.failures} of {r.passed.size} elements"
+            detail = r.diagnosis if count in r.diagnosis else "; ".join(
+                p for p in (f"{count} disagree", r.diagnosis) if p)  # the count once, not twice
             problems.append(f"{r.name}{index}: analytic {r.analytic.reshape(-1)[worst]:.10g} vs numeric "
-                            f"{r.numeric.reshape(-1)[worst]:.10g} ({r.failures} of {r.passed.size} elements disagree"
-                            f"{'; ' + r.diagnosis if r.diagnosis else ''})")
+                            f"{r.numeric.reshape(-1)[worst]:.10g} ({detail})")
     for name, expected in case.expect.items():
         if name not in result.inputs:
             raise InputError(f"expect names '{name}', which is not a differentiated input")

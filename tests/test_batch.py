@@ -270,3 +270,16 @@ def test_run_batch_api(tmp_path):
     batch = run_batch([path])
     assert batch.ok and batch.exit_status == 0
     np.testing.assert_allclose(batch.cases[0].result.inputs["x"].numeric, np.exp([0.0, 1.0]), rtol=1e-14)
+
+
+def test_a_failure_message_states_the_count_once(tmp_path):
+    """The worst element, then the diagnosis; its count (5 of 5 elements) is not said a second time."""
+    path = tmp_path / "wrong.toml"
+    path.write_text('[[case]]\nexpr = "bad_softplus(x).sum()"\nvars = { x = [-0.5, 0.1, 1.0, 1.5, 2.0] }\n')
+    (case,) = run_batch([str(path)], plugins=(PLUGIN,)).cases
+    x = torch.tensor([-0.5, 0.1, 1.0, 1.5, 2.0], dtype=torch.float64)
+    right = torch.sigmoid(x)  # d softplus / dx; the plugin's backward is this times (1 + 1e-4)
+    assert case.status == Status.FAIL
+    assert case.message == (f"x[4]: analytic {float(right[4]) * (1 + 1e-4):.10g} vs numeric {float(right[4]):.10g} "
+                            "(a constant factor: analytic = (1 + 0.0001) × numeric; wrong at [0], [1], [2], [3] "
+                            "and 1 more (5 of 5 elements))")
