@@ -82,29 +82,31 @@ def _to_numpy(t: Any) -> np.ndarray:
     return t.detach().to("cpu", dtype=torch.float64).numpy(force=True)
 
 
-def _torch_refused(err: BaseException) -> bool:
-    """torch itself refused what a backward returned (its count or a shape)."""
-    text = str(err)
-    return isinstance(err, RuntimeError) and ("incorrect number of gradients" in text
-                                              or "returned an invalid gradient" in text)
+def _refusal(err: BaseException) -> str | None:
+    """What to say when torch itself refused what a custom Function's backward returned (its count or a
+    shape); None for any other error."""
+    text = str(err).strip().splitlines()[0] if isinstance(err, RuntimeError) and str(err).strip() else ""
+    if "incorrect number of gradients" in text:
+        hint = "backward returns one gradient per forward argument (None for the non-tensor ones)"
+    elif "returned an invalid gradient" in text:
+        hint = "each gradient must have the shape of its forward argument"
+    else:
+        return None
+    return f"backward failed: {text}; {hint}"
 
 
 def _refused_backward_is_bad_input(run: Callable) -> Callable:
-    """torch refusing what a custom Function's backward returned (its count or a shape) is one clear
-    line, not a traceback; any other error passes through."""
+    """A refusal that reaches here (outside the first-order backward, which reports it as a failed check)
+    is one clear line, not a traceback; any other error passes through."""
     @functools.wraps(run)
     def checked(*args: Any, **kwargs: Any) -> Any:
         try:
             return run(*args, **kwargs)
         except RuntimeError as err:
-            text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            if "incorrect number of gradients" in text:
-                hint = "backward returns one gradient per forward argument (None for the non-tensor ones)"
-            elif "returned an invalid gradient" in text:
-                hint = "each gradient must have the shape of its forward argument"
-            else:
+            said = _refusal(err)
+            if said is None:
                 raise
-            raise InputError(f"backward failed: {text}; {hint}") from None
+            raise InputError(said) from None
     return checked
 
 
@@ -177,10 +179,10 @@ def _differentiate(program: Program, table: Mapping[str, OpSpec], out: Any, env:
             grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     except InputError:
         raise
-    except Exception as err:  # a plugin's backward raised: a failed check, naming the exception
-        if not plugin_code or _torch_refused(err):
-            raise  # a built-in op's failing is gradcheck's bug; torch refusing a count or shape is bad input
-        failure = f"backward raised {type(err).__name__}: {_first_line(err)}"
+    except Exception as err:  # a plugin's backward raised, or torch refused what it returned: a failed check
+        if not plugin_code:
+            raise  # a built-in op's failing is gradcheck's bug
+        failure = _refusal(err) or f"backward raised {type(err).__name__}: {_first_line(err)}"
         lead = (len(projection),) if projection is not None else tuple(out.shape) if mode is Mode.JACOBIAN else ()
         grads = [np.full(lead + tuple(t.shape), np.nan) for t in targets]
         found = {}

@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gradcheck_cli import InputError, check
+from gradcheck_cli import check
 from gradcheck_cli.cli import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,13 +73,13 @@ def test_torch_gradcheck_agrees_the_right_ones_are_right(label, expr, values, wr
 # What each wrong one must be caught by: (failing check or "error", words in its message).
 CAUGHT_BY = {
     "layer norm, factor rstd missing": ("gradient values", "backward wrong: input 0"),
-    "layer norm, no None for eps (count)": ("error", "incorrect number of gradients (expected 4, got 3)"),
+    "layer norm, no None for eps (count)": ("gradient count", "return one per argument, None for eps"),
     "focal loss, factor gamma missing": ("gradient values", "backward wrong: input 0"),
     "dice loss, sign flipped": ("gradient values", "sign flipped: analytic = −numeric"),
     "attention, grad_output forgotten": ("scales with grad_output", "multiply by grad_output"),
     "sparse matmul, wrong index": ("gradient values", "backward wrong: input 1"),
     "linear, weight gradient transposed": ("gradient values", "transposed: analytic = numeric.T"),
-    "linear, bias gradient of the wrong shape": ("error", "got [3] but expected shape compatible with [2]"),
+    "linear, bias gradient of the wrong shape": ("backward runs", "got [3] but expected shape compatible with [2]"),
     "linear, weight gradient in float32": ("gradient dtype and shape",
                                            "gradient 1 ('weight') has dtype float32 and shape [2, 3]"),
     "two outputs, second one's gradient dropped": ("gradient values", "backward wrong: input 0"),
@@ -92,11 +92,6 @@ CAUGHT_BY = {
 @pytest.mark.parametrize("label, expr, values, wrt, kind, call", WRONG, ids=[c[0] for c in WRONG])
 def test_wrong_functions_are_caught(label, expr, values, wrt, kind, call):
     check_name, words = CAUGHT_BY[label]
-    if check_name == "error":  # torch itself refuses the backward: one clear line, exit 2
-        with pytest.raises(InputError, match="backward failed") as err:
-            check(expr, plugins=[CORPUS], wrt=wrt, **values)
-        assert words in err.value.message
-        return
     r = check(expr, plugins=[CORPUS], wrt=wrt, **values)
     assert not r.ok
     failing = {f.check: f.message for rep in r.custom_ops for f in rep.findings if not f.ok}

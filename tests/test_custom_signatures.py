@@ -222,13 +222,24 @@ def test_gradient_is_paired_with_its_own_argument_when_non_tensors_come_first():
     assert message == ("gradient 1 ('values') has dtype float32 and shape [4]; the argument has float64 and [4]")
 
 
-def test_wrong_count_that_torch_refuses_is_one_clear_line():
-    result = run("check", "layer_norm_no_eps_none(x, w, b, 1e-5).sum()", "-v", "x=[[0.3,-1.2,2.0]]",
-                 "-v", "w=1.5,-0.5,0.8", "-v", "b=0.1,0.2,-0.3", "--plugin", CORPUS)
-    assert result.exit_code == 2
-    assert result.stderr.strip().splitlines()[0] == (
-        "error: backward failed: function LayerNormNoEpsNoneBackward returned an incorrect number of gradients "
-        "(expected 4, got 3); backward returns one gradient per forward argument (None for the non-tensor ones)")
+def test_wrong_count_that_torch_refuses_is_a_failed_check_naming_the_fix():
+    """A wrong gradient count is the op's defect, not the user's input: exit 1, every element failed
+    with torch's refusal, and the "gradient count" line names what to return."""
+    args = ["layer_norm_no_eps_none(x, w, b, 1e-5).sum()", "-v", "x=[[0.3,-1.2,2.0]]",
+            "-v", "w=1.5,-0.5,0.8", "-v", "b=0.1,0.2,-0.3", "--plugin", CORPUS]
+    result = run("check", *args, "--json")
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    refusal = ("backward failed: function LayerNormNoEpsNoneBackward returned an incorrect number of gradients "
+               "(expected 4, got 3); backward returns one gradient per forward argument (None for the "
+               "non-tensor ones)")
+    for name, nans in (("x", [["nan"] * 3]), ("w", ["nan"] * 3), ("b", ["nan"] * 3)):
+        entry = data["inputs"][name]
+        assert not entry["ok"] and entry["diagnosis"] == refusal and entry["analytic"] == nans
+        assert [f["reason"] for f in entry["failures"]] == [refusal] * 3
+    assert checks_of(result.stdout)["gradient count"]["message"].endswith("return one per argument, None for eps")
+    table = run("check", *args)
+    assert table.exit_code == 1 and "Traceback" not in table.output
 
 
 # ---- inputs that do not require grad are not checked ----
