@@ -359,7 +359,10 @@ def directional_derivative(f: Callable[[np.ndarray], np.ndarray], base: np.ndarr
         for lo in range(0, len(jobs), per_call):
             r, i = jobs[lo:lo + per_call].T
             steps = np.array([offsets[a][b] for a, b in zip(r, i)], dtype=dtype)
-            batch = (base.reshape(1, -1) + steps[:, None] * v[i]).reshape((len(r),) + base.shape)
+            batch = v[i].astype(dtype, copy=False)  # rows of base + step·direction, built in place:
+            batch *= steps[:, None]                  # one batch-sized array, not three
+            batch += base.reshape(1, -1)
+            batch = batch.reshape((len(r),) + base.shape)
             out = np.broadcast_to(f(batch), (len(r),) + out_shape).reshape(len(r), -1)
             sums[r, i] = np.sum(out * w[i], axis=1)
         return list(sums)
