@@ -261,3 +261,56 @@ def test_a_jump_that_shrinks_with_the_step_is_no_kink():
     # a real kink keeps its jump at any step
     k = check("relu(x)", x=0.0, method="central")
     assert k.ok and k.inputs["x"].reasons[()].startswith("not differentiable here: left 0, right 1")
+
+
+def _plain_softmax(x, axes):
+    """softmax's plain complex form, as ops.py computed it before the complex-step fast path."""
+    s = x - np.max(np.real(x), axis=axes, keepdims=True)
+    ex = np.exp(s)
+    return ex / np.sum(ex, axis=axes, keepdims=True)
+
+
+@pytest.mark.parametrize("shape, dim", [((3000,), 0), ((30, 40), 1), ((30, 40), 0), ((5, 6, 200), (0, 2)),
+                                        ((5, 6, 200), None)])
+def test_softmax_on_a_complex_step_batch_gives_the_plain_numbers(shape, dim):
+    """ops_complex.softmax (a batch of the point plus one imaginary step a row) against the plain form:
+    the same values, and Im/h (the derivative complex step reads) to a few ulp, against torch's Jacobian."""
+    from gradcheck_cli import ops_complex
+    from gradcheck_cli.ops import _axes
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape) * 3
+    rows = min(x.size, 300)
+    cols = rng.choice(x.size, rows, replace=False)
+    h = 1e-20 * np.abs(x.reshape(-1)[cols])
+    batch = np.repeat(x[None].astype(complex), rows, axis=0)
+    batch.reshape(rows, -1)[np.arange(rows), cols] += 1j * h
+    axes = _axes(batch, dim)
+    fast = ops_complex.softmax(batch, axes)
+    assert fast is not None
+    plain = _plain_softmax(batch, axes)
+    assert_allclose(fast.real, plain.real, rtol=1e-14)
+    per_row = h.reshape((rows,) + (1,) * len(shape))
+    assert_allclose(fast.imag / per_row, plain.imag / per_row, rtol=1e-12, atol=1e-300)
+    dims = tuple(range(len(shape))) if dim is None else dim
+    jac = oracle_jacobians(lambda t: torch.softmax(t, dims) if isinstance(dims, int) else
+                           torch.exp(t - torch.logsumexp(t, dims, keepdim=True)), {"x": x})["x"]
+    expected = jac.reshape(x.size, x.size)[:, cols].T
+    assert_allclose((fast.imag / per_row).reshape(rows, -1), expected, rtol=1e-9, atol=1e-15)
+
+
+def test_softmax_fast_path_declines_what_is_no_complex_step_batch():
+    """Rows whose real parts differ (by a bit: -0.0 is not 0.0), dense imaginary parts, a real or
+    non-contiguous input: None, so the plain form runs; the point itself with no step at all is one."""
+    from gradcheck_cli import ops_complex
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(64, 100))
+    same = np.repeat(real[:1], 64, axis=0).astype(complex)
+    assert_allclose(ops_complex.softmax(same, (1,)), _plain_softmax(same, (1,)), rtol=1e-14)
+    assert ops_complex.softmax(real.astype(complex), (1,)) is None  # rows differ
+    assert ops_complex.softmax(same + 1e-20j, (1,)) is None  # every imaginary part set: dense
+    assert ops_complex.softmax(same.real, (1,)) is None  # real: nothing to gain
+    assert ops_complex.softmax(np.asfortranarray(same), (1,)) is None
+    signed = same.copy()
+    signed[:, 7] = 0.0
+    signed[5, 7] = -0.0
+    assert ops_complex.softmax(signed, (1,)) is None
