@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 
 import numpy as np
 
@@ -74,11 +75,46 @@ class Decision:
 
     verdict: np.ndarray        # Verdict values, int8
     abs_error: np.ndarray
-    rel_error: np.ndarray
-    tolerance: np.ndarray      # nan where the rule was not a tolerance (the Taylor test)
+    given_rel_error: np.ndarray | None   # None: worked out from `basis` when first read (`rel_error`)
+    given_tolerance: np.ndarray | None   # nan where the rule was not a tolerance (the Taylor test)
     atol_decides: np.ndarray   # True where atol > rtol·|numeric|
     reasons: np.ndarray        # object array of str ("" for none)
     kink: np.ndarray | None = None  # True where a kink was proven
+    basis: tuple[np.ndarray, float, float] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # (numeric, atol, rtol) the tolerance and relative error come from where not given: a 9M-entry Jacobian
+    # need not pay for two more arrays of its size unless something reads them (a table's worst rows do not)
+
+    @functools.cached_property
+    def tolerance(self) -> np.ndarray:
+        if self.given_tolerance is not None:
+            return self.given_tolerance
+        numeric, atol, rtol = self.basis
+        return _tolerance(numeric, atol, rtol)
+
+    @functools.cached_property
+    def rel_error(self) -> np.ndarray:
+        if self.given_rel_error is not None:
+            return self.given_rel_error
+        out = np.abs(self.basis[0], out=np.empty(np.shape(self.abs_error)))
+        with np.errstate(all="ignore"):
+            np.divide(self.abs_error, out, out=out)
+        _no_error_at_zero(out, self.abs_error)
+        return out
+
+
+def _tolerance(numeric: np.ndarray, atol: float, rtol: float) -> np.ndarray:
+    """atol + rtol·|numeric|, computed as _Errors.block does (the same numbers)."""
+    t = np.abs(numeric, out=np.empty(np.shape(numeric)))
+    np.multiply(t, rtol, out=t)
+    t += atol
+    return t
+
+
+def _no_error_at_zero(rel: np.ndarray, abs_error: np.ndarray) -> None:
+    """0/0: no error where numeric is 0 (0/r is already 0 for any other r)."""
+    unset = np.isnan(rel)
+    if unset.any():
+        rel[unset & (abs_error == 0)] = 0.0
 
 
 def _blocks(shape: tuple[int, ...]):
@@ -111,17 +147,26 @@ def errors(analytic: np.ndarray, numeric: np.ndarray, atol: float,
 
 
 class _Errors:
-    """The arrays errors() returns, filled a block at a time."""
+    """The arrays errors() returns, filled a block at a time; with `keep` False, the tolerance and relative
+    error of each block are only worked (and given back) block by block, never kept whole."""
 
-    def __init__(self, analytic: np.ndarray, numeric: np.ndarray) -> None:
+    def __init__(self, analytic: np.ndarray, numeric: np.ndarray, keep: bool = True) -> None:
         self.analytic, self.numeric = _common(analytic, numeric)
         self.shape = shape = self.analytic.shape
-        self.abs_error, self.rel_error, self.tolerance = np.empty(shape), np.empty(shape), np.empty(shape)
+        self.keep = keep
+        self.abs_error = np.empty(shape)
+        self.rel_error = np.empty(shape) if keep else None
+        self.tolerance = np.empty(shape) if keep else None
         self.atol_decides = np.ones(shape, dtype=bool)
 
-    def block(self, at: tuple, atol: float, rtol: float) -> None:
+    def block(self, at: tuple, atol: float, rtol: float) -> np.ndarray:
+        """Fill one block; its tolerance."""
         n = self.numeric[at]
-        e, r, t = self.abs_error[at], self.rel_error[at], self.tolerance[at]
+        e = self.abs_error[at]
+        if self.keep:
+            r, t = self.rel_error[at], self.tolerance[at]
+        else:
+            r, t = np.empty(e.shape), np.empty(e.shape)  # block-sized: reused from cache
         np.subtract(self.analytic[at], n, out=e)
         np.abs(e, out=e)
         np.abs(n, out=r)  # |numeric| until divided below
@@ -129,10 +174,10 @@ class _Errors:
         t += atol
         if rtol > 0:
             np.less_equal(t, 2 * atol, out=self.atol_decides[at])
-        np.divide(e, r, out=r)
-        unset = np.isnan(r)  # 0/0: no error where numeric is 0 (0/r is already 0 for any other r)
-        if unset.any():
-            r[unset & (e == 0)] = 0.0
+        if self.keep:
+            np.divide(e, r, out=r)
+            _no_error_at_zero(r, e)
+        return t
 
 
 def needs_more(analytic: np.ndarray, numeric: np.ndarray, bound: np.ndarray, atol: float,
@@ -161,27 +206,29 @@ def needs_more(analytic: np.ndarray, numeric: np.ndarray, bound: np.ndarray, ato
 def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
     """Every element's verdict from its evidence, once."""
     analytic, numeric = evidence.analytic, evidence.numeric
-    found = _Errors(analytic, numeric)
-    abs_error, rel_error, tolerance, atol_decides = found.abs_error, found.rel_error, found.tolerance, found.atol_decides
+    found = _Errors(analytic, numeric, keep=False)
+    abs_error, atol_decides = found.abs_error, found.atol_decides
+    basis = (found.numeric, atol, rtol)
     bound = np.broadcast_to(evidence.bound, abs_error.shape)
     finite = np.empty(abs_error.shape, dtype=bool)
     verdict = np.empty(abs_error.shape, dtype=np.int8)
     with np.errstate(all="ignore"):  # a block at a time, errors and verdicts: a Jacobian may be 9M entries
         for at in _blocks(abs_error.shape):
-            found.block(at, atol, rtol)
-            e, t, b, v = abs_error[at], tolerance[at], bound[at], verdict[at]
-            np.isfinite(e, out=finite[at])
-            within = e <= np.add(t, b)
-            np.copyto(v, np.where(within, np.int8(Verdict.UNRELIABLE), np.int8(Verdict.FAIL)))
-            settled = b <= t
+            t = found.block(at, atol, rtol)
+            e, b, v = abs_error[at], bound[at], verdict[at]
+            fin = np.isfinite(e, out=finite[at])
+            within = np.less_equal(e, np.add(t, b))
+            within &= fin  # a non-finite error fails
+            np.subtract(np.int8(Verdict.FAIL), within, out=v, casting="unsafe")  # FAIL, or UNRELIABLE within
+            settled = np.less_equal(b, t)
             settled &= within
-            settled |= e <= t
-            v[settled] = Verdict.PASS
-    verdict[~finite] = Verdict.FAIL
+            settled |= np.less_equal(e, t)
+            settled &= fin
+            np.copyto(v, np.int8(Verdict.PASS), where=settled)
     plain = finite.all() and not (verdict == Verdict.UNRELIABLE).any() and evidence.one_sided is None
     if plain and (evidence.exact is None or (verdict == Verdict.PASS).all()):
         reasons = np.broadcast_to(np.array("", dtype=object), abs_error.shape)  # no 9M-object array
-        return Decision(verdict, abs_error, rel_error, tolerance, atol_decides, reasons)
+        return Decision(verdict, abs_error, None, None, atol_decides, reasons, basis=basis)
     reasons = np.full(abs_error.shape, "", dtype=object)  # filled by mask: cheap when few need one
     unsure = verdict == Verdict.UNRELIABLE
     if unsure.any():
@@ -189,10 +236,12 @@ def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
     for side, arr in (("analytic", analytic), ("numeric", numeric)):
         reasons[np.isinf(arr)] = f"{side} gradient is inf"
         reasons[np.isnan(arr)] = f"{side} gradient is nan"
-    kink = _kinks(evidence, tolerance, verdict, reasons) if evidence.one_sided is not None else None
+    kink = None
+    if evidence.one_sided is not None:
+        kink = _kinks(evidence, _tolerance(found.numeric, atol, rtol), verdict, reasons)
     if evidence.exact is not None:
         _exact(evidence, atol, rtol, bound, verdict, reasons, finite & (kink is None or ~kink))
-    return Decision(verdict, abs_error, rel_error, tolerance, atol_decides, reasons, kink)
+    return Decision(verdict, abs_error, None, None, atol_decides, reasons, kink, basis=basis)
 
 
 def _kinks(evidence: Evidence, tolerance: np.ndarray, verdict: np.ndarray, reasons: np.ndarray) -> np.ndarray:
