@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/jacobian_bench.py            # N = 3,000 and 10^6, as issue 16 states them
     .venv/bin/python bench/jacobian_bench.py --quick    # smaller sizes
+    .venv/bin/python bench/jacobian_bench.py --only softmax   # one row (repeatable)
 
 Every row: best of 3 in this process (warm), and cold (the first check in a fresh process, imports
 excluded), for gradcheck and for torch.autograd.gradcheck in slow mode (every entry) and fast mode (one
@@ -102,6 +103,8 @@ def row(label: str, warm: float, cold_s: float, slow: float | None, slow_cold: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("elementwise", "softmax", "gradient"), action="append",
+                        help="run only this row (repeatable); every row by default")
     args = parser.parse_args()
     torch.set_num_threads(1)
     check("x*2", x=1.0)  # imports and first-call set-up, for the warm figures
@@ -114,10 +117,20 @@ def main() -> None:
     torch_slow = "torch.autograd.gradcheck(f, (x.requires_grad_(),), fast_mode=False)"
     torch_fast = "torch.autograd.gradcheck(f, (x.requires_grad_(),), fast_mode=True)"
 
-    # 1. elementwise Jacobian
+    rows = set(args.only or ("elementwise", "softmax", "gradient"))
+
+    if "elementwise" in rows:
+        _elementwise_rows(n, args.quick, torch_slow, torch_fast)
+    if "softmax" in rows:
+        _softmax_row(n, args.quick, torch_slow, torch_fast)
+    if "gradient" in rows:
+        _gradient_row(big, torch_fast)
+
+
+def _elementwise_rows(n: int, quick: bool, torch_slow: str, torch_fast: str) -> None:
     x = _x(n, 1)
     xt = x.clone().requires_grad_()
-    slow = best(lambda: torch.autograd.gradcheck(f_elementwise, (xt,), fast_mode=False), 1 if args.quick else 3)
+    slow = best(lambda: torch.autograd.gradcheck(f_elementwise, (xt,), fast_mode=False), 1 if quick else 3)
     fast = best(lambda: torch.autograd.gradcheck(f_elementwise, (xt,), fast_mode=True))
     slow_c = cold(torch_slow, n, 1, "elementwise")
     fast_c = cold(torch_fast, n, 1, "elementwise")
@@ -134,10 +147,12 @@ def main() -> None:
     row(f"elementwise Jacobian N={n}, --full", ours, ours_c, slow, slow_c, fast, fast_c,
         f"   peak {peak:.0f} MB (bound {bound_mb(n * n):.0f})")
 
-    # 2. softmax, a dense full Jacobian, against its floor
+
+def _softmax_row(n: int, quick: bool, torch_slow: str, torch_fast: str) -> None:
+    """2. softmax, a dense full Jacobian, against its floor."""
     x = _x(n, 2)
     xt = x.clone().requires_grad_()
-    slow = best(lambda: torch.autograd.gradcheck(f_softmax, (xt,), fast_mode=False), 1 if args.quick else 3)
+    slow = best(lambda: torch.autograd.gradcheck(f_softmax, (xt,), fast_mode=False), 1 if quick else 3)
     fast = best(lambda: torch.autograd.gradcheck(f_softmax, (xt,), fast_mode=True))
     slow_c = cold(torch_slow, n, 2, "softmax")
     fast_c = cold(torch_fast, n, 2, "softmax")
@@ -150,7 +165,9 @@ def main() -> None:
     print(f"{'':40}floor {floor:.3f}s (cold {floor_c:.3f}s): ours = {ours / floor:.2f}x the floor warm, "
           f"{ours_c / floor_c:.2f}x cold")
 
-    # 3. gradient mode at N = 10^6
+
+def _gradient_row(big: int, torch_fast: str) -> None:
+    """3. gradient mode at N = 10^6."""
     x = _x(big, 4)
     xt = x.clone().requires_grad_()
     once = best(lambda: f_elementwise(xt).sum().backward())

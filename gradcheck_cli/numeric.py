@@ -24,6 +24,7 @@ from .structure import plan, reduction_weights, unbroadcast
 MEMORY_BUDGET = 256 * 2**20      # bytes one batched evaluation may use
 _TAYLOR_FIT = 4                  # the order is fitted over the smallest steps still above rounding
 _TAYLOR_CHUNK = 4096             # columns per batched evaluation in the Taylor test
+_REUSED_BYTES = 16 * 2**20       # a batch of columns at most this large (complex): see column_derivative
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +313,10 @@ def column_derivative(g: Callable[[np.ndarray], np.ndarray], base: np.ndarray, o
 
     flat = base.reshape(-1)
     n = flat.size
+    # batches of columns well under glibc's largest mmap threshold (32 MiB) are reused from the heap, chunk
+    # after chunk: larger ones are fresh pages every time, which costs as much as the evaluation (twice
+    # as much in a fresh process), and an 8 MiB float row block stays near the cache
+    chunk = max(1, min(chunk, _REUSED_BYTES // (16 * max(n, int(np.prod(out_shape)), 1))))
     if n == 0:  # an empty tensor: nothing to perturb, an empty derivative
         shape = base.shape if weights is not None else out_shape + base.shape
         return Derivative(np.zeros(shape), np.zeros(shape))
