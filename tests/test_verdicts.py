@@ -318,3 +318,44 @@ def test_kinks_are_noted_in_json_even_where_the_numeric_side_agrees(gradcheck):
     # d/dx (|x| + relu x) at 0: left −1 + 0, right 1 + 1; torch chooses 0 + 0
     assert data["inputs"]["x"]["notes"] == [
         {"index": [0], "note": "not differentiable here: left -1, right 2, autograd chose 0"}]
+
+
+# ------------------------------------------------------- the rule, element by element, over many blocks
+
+def _rule_by_hand(a: np.ndarray, n: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> np.ndarray:
+    """The module docstring's rule written out plainly, one whole-array step at a time (no blocks)."""
+    with np.errstate(all="ignore"):
+        e, t = np.abs(a - n), atol + rtol * np.abs(n)
+        verdict = np.where(e <= t + b, Verdict.UNRELIABLE, Verdict.FAIL)
+        verdict = np.where((e <= t) | ((b <= t) & (e <= t + b)), Verdict.PASS, verdict)
+        return np.where(np.isfinite(e), verdict, Verdict.FAIL).astype(np.int8)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (300, 500), (3, 70000)])
+def test_decide_gives_the_plain_rule_and_its_numbers_at_any_size(shape):
+    """decide's blocked pass (tolerance and relative error kept only block by block, worked out whole when
+    read) against the rule by hand and errors()' arrays: every verdict, tolerance and relative error equal,
+    with passing, failing, unreliable, 0/0, nan and inf elements in every block."""
+    from gradcheck_cli.verdict import Evidence, decide, errors
+    rng = np.random.default_rng(11)
+    n = rng.normal(size=shape)
+    a = n + rng.choice([0.0, 1e-9, 1e-6, 1e-3], size=shape) * rng.normal(size=shape)
+    b = rng.choice([0.0, 1e-9, 1e-5, np.inf, np.nan], size=shape)
+    if n.size > 4:
+        flat_n, flat_a = n.reshape(-1), a.reshape(-1)
+        flat_n[::97], flat_a[::97] = 0.0, 0.0           # 0/0: no relative error
+        flat_a[5::101], flat_a[7::103] = np.nan, np.inf  # non-finite analytic values fail
+    atol, rtol = 1e-7, 1e-5
+    decision = decide(Evidence(a, n, b), atol, rtol)
+    np.testing.assert_array_equal(decision.verdict, _rule_by_hand(a, n, b, atol, rtol))
+    abs_error, rel_error, tolerance, atol_decides = errors(a, n, atol, rtol)
+    np.testing.assert_array_equal(decision.abs_error, abs_error)
+    np.testing.assert_array_equal(decision.tolerance, tolerance)
+    np.testing.assert_array_equal(decision.rel_error, rel_error)
+    np.testing.assert_array_equal(decision.atol_decides, atol_decides)
+    assert decision.verdict.shape == decision.tolerance.shape == decision.rel_error.shape == shape
+    if n.size > 1000:
+        assert {Verdict.PASS, Verdict.FAIL, Verdict.UNRELIABLE} <= set(np.unique(decision.verdict).tolist())
+    if n.size > 4:
+        replaced = dataclasses.replace(decision, verdict=np.zeros(shape, dtype=np.int8))  # as failed_with does
+        np.testing.assert_array_equal(replaced.tolerance, tolerance)
