@@ -422,9 +422,10 @@ def _batched_vjp(out: Any, targets: list[Any], weights: Any) -> list[np.ndarray]
     """One VJP per row of `weights` (shape (k, *out.shape)): arrays of shape (k, *target.shape)."""
     import torch
 
+    from .batched_grad import grads_batched
+
     try:  # every row at once (vmap over the backward); custom Functions may not support it
-        grads = torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True,
-                                    is_grads_batched=True)
+        grads = grads_batched(out, targets, weights)
         return [_to_numpy(g) if g is not None else np.zeros((weights.shape[0], *t.shape))
                 for g, t in zip(grads, targets)]
     except (RuntimeError, NotImplementedError):
@@ -435,3 +436,4 @@ def _batched_vjp(out: Any, targets: list[Any], weights: Any) -> list[np.ndarray]
         for k, (g, t) in enumerate(zip(grads, targets)):
             rows[k].append(_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)))
     return [np.stack(r) if r else np.zeros((0, *t.shape)) for r, t in zip(rows, targets)]
+

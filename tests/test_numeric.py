@@ -314,3 +314,36 @@ def test_softmax_fast_path_declines_what_is_no_complex_step_batch():
     signed[:, 7] = 0.0
     signed[5, 7] = -0.0
     assert ops_complex.softmax(signed, (1,)) is None
+
+
+def test_the_batched_vjp_of_a_dense_jacobian_imports_no_sympy_and_gives_torchs_numbers():
+    """The first Jacobian built in a fresh process skips torch's check of grad_outputs (it imports sympy,
+    ~0.6 s): in a subprocess, _jacobian of softmax and of a custom Function leaves sympy unimported and
+    equals torch.autograd.grad(..., is_grads_batched=True) entry for entry."""
+    import subprocess
+    import sys
+    code = """
+import sys, torch
+from gradcheck_cli import analytic
+class Cube(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x ** 2 * g
+x = torch.randn(400, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+y = torch.randn(400, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+out = torch.softmax(Cube.apply(x) * y, 0)
+jx, jy = analytic._jacobian(out, [x, y])
+assert "sympy" not in sys.modules, "sympy imported"
+eye = torch.eye(400, dtype=torch.float64)
+gx, gy = torch.autograd.grad(out, (x, y), eye, retain_graph=True, is_grads_batched=True)
+assert (torch.from_numpy(jx) == gx).all() and (torch.from_numpy(jy) == gy).all()
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
