@@ -173,9 +173,11 @@ def _differentiate(program: Program, table: Mapping[str, OpSpec], out: Any, env:
             grads = [full[n] if n in full else found[n].values for n in names]
         else:
             # a scalar output's weight is 1: torch makes the same ones itself, and skips its one-time import
-            # of sympy (~0.5 s) that checking a given grad_output's shape costs in a fresh process
-            raw = torch.autograd.grad(out, targets, grad_outputs=None if mode is Mode.GRADIENT else weights,
-                                      retain_graph=True, allow_unused=True)
+            # of sympy (~0.5 s) that checking a given grad_output's shape costs in a fresh process; a
+            # --grad-output (its shape checked by _mode) skips that check too (batched_grad.py)
+            from .batched_grad import grads as vjp
+            raw = (torch.autograd.grad(out, targets, retain_graph=True, allow_unused=True)
+                   if mode is Mode.GRADIENT else vjp(out, targets, weights))
             grads = [_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)) for g, t in zip(raw, targets)]
     except InputError:
         raise

@@ -1,4 +1,4 @@
-"""Batched VJPs without torch's one-time import of sympy."""
+"""VJPs (batched or one) without torch's one-time import of sympy."""
 from __future__ import annotations
 
 from typing import Any
@@ -27,3 +27,19 @@ def grads_batched(out: Any, targets: list[Any], weights: Any) -> tuple[Any, ...]
     def vjp(rows: Any) -> Any:
         return _engine_run_backward((out,), (rows,), True, False, inputs, True, accumulate_grad=False)
     return _vmap(vjp, 0, 0, allow_none_pass_through=True)(weights)
+
+
+def grads(out: Any, targets: list[Any], weights: Any) -> tuple[Any, ...]:
+    """torch.autograd.grad(out, targets, weights, retain_graph=True, allow_unused=True) (one VJP, --grad-output)
+    by the engine call it makes, skipping the same sympy-importing check as `grads_batched`."""
+    import torch
+
+    try:
+        from torch.autograd.graph import _engine_run_backward
+    except ImportError:
+        _engine_run_backward = None
+    same = (isinstance(out, torch.Tensor) and tuple(weights.shape) == tuple(out.shape)
+            and weights.dtype == out.dtype and weights.device == out.device)
+    if _engine_run_backward is None or not same:
+        return torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
+    return _engine_run_backward((out,), (weights,), True, False, tuple(targets), True, accumulate_grad=False)

@@ -317,14 +317,14 @@ def test_softmax_fast_path_declines_what_is_no_complex_step_batch():
 
 
 def test_the_batched_vjp_of_a_dense_jacobian_imports_no_sympy_and_gives_torchs_numbers():
-    """The first Jacobian built in a fresh process skips torch's check of grad_outputs (it imports sympy,
-    ~0.6 s): in a subprocess, _jacobian of softmax and of a custom Function leaves sympy unimported and
-    equals torch.autograd.grad(..., is_grads_batched=True) entry for entry."""
+    """The first Jacobian (or --grad-output VJP) in a fresh process skips torch's check of grad_outputs (it
+    imports sympy, ~0.6 s): in a subprocess, _jacobian and one VJP through softmax and a custom Function
+    leave sympy unimported and equal torch.autograd.grad's, entry for entry."""
     import subprocess
     import sys
     code = """
 import sys, torch
-from gradcheck_cli import analytic
+from gradcheck_cli import analytic, batched_grad
 class Cube(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -338,10 +338,14 @@ x = torch.randn(400, dtype=torch.float64, generator=torch.Generator().manual_see
 y = torch.randn(400, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
 out = torch.softmax(Cube.apply(x) * y, 0)
 jx, jy = analytic._jacobian(out, [x, y])
+w = torch.randn(400, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+vx, vy = batched_grad.grads(out, [x, y], w)  # one VJP, as --grad-output takes
 assert "sympy" not in sys.modules, "sympy imported"
 eye = torch.eye(400, dtype=torch.float64)
 gx, gy = torch.autograd.grad(out, (x, y), eye, retain_graph=True, is_grads_batched=True)
 assert (torch.from_numpy(jx) == gx).all() and (torch.from_numpy(jy) == gy).all()
+ux, uy = torch.autograd.grad(out, (x, y), w, retain_graph=True)
+assert torch.equal(vx, ux) and torch.equal(vy, uy)
 print("ok")
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
