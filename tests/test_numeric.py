@@ -310,6 +310,11 @@ def test_softmax_fast_path_declines_what_is_no_complex_step_batch():
     assert ops_complex.softmax(same + 1e-20j, (1,)) is None  # every imaginary part set: dense
     assert ops_complex.softmax(same.real, (1,)) is None  # real: nothing to gain
     assert ops_complex.softmax(np.asfortranarray(same), (1,)) is None
+    shared = same.copy()  # every row stepped at row 0's element, by different steps: each counted once
+    shared[:, 3] += 1e-20j * np.arange(1, 65)
+    shared[10, 50] += 1e-19j
+    assert_allclose(ops_complex.softmax(shared, (1,)), _plain_softmax(shared, (1,)), rtol=1e-14, atol=0)
+    assert_allclose(ops_complex.softmax(shared, (1,)).imag, _plain_softmax(shared, (1,)).imag, rtol=1e-12)
     signed = same.copy()
     signed[:, 7] = 0.0
     signed[5, 7] = -0.0
