@@ -184,13 +184,14 @@ def _gradient_row(big: int, torch_fast: str) -> None:
 
 
 FLOOR = """
+from gradcheck_cli.batched_grad import grads_batched
 from gradcheck_cli.numeric import NumericEngine
 from gradcheck_cli.ops import OPS
 from gradcheck_cli.parse import parse
 import numpy as np
 xt = x.clone().requires_grad_()
 out = torch.softmax(xt, 0)
-(jac,) = torch.autograd.grad(out, xt, torch.eye(x.numel(), dtype=torch.float64), is_grads_batched=True)
+(jac,) = grads_batched(out, [xt], torch.eye(x.numel(), dtype=torch.float64))
 num = NumericEngine(parse("softmax(x)"), OPS, {"x": x.numpy()}, "complex").derivative("x", 0, None).value
 a = jac.numpy()
 ok = bool((np.abs(a - num) <= 1e-8 + 1e-8 * np.abs(num)).all())
@@ -199,7 +200,9 @@ ok = bool((np.abs(a - num) <= 1e-8 + 1e-8 * np.abs(num)).all())
 
 def _softmax_floor(x: torch.Tensor) -> tuple[tuple[float, float, float], float]:
     """One batched VJP of the identity + the numeric columns (gradcheck's own engine: its method and its
-    kernels) + one comparison: each warm best of 3, and all three cold."""
+    kernels) + one comparison: each warm best of 3, and all three cold. Cold, the VJP is the one gradcheck
+    makes (batched_grad.grads_batched: torch.autograd.grad's own calls without its check of grad_outputs,
+    which imports sympy, ~0.6 s in a fresh process), so the floor holds no cost that can be avoided."""
     program = parse("softmax(x)")
     method = choose_method("auto", program, OPS)
     xt = x.clone().requires_grad_()
