@@ -438,4 +438,3 @@ def _batched_vjp(out: Any, targets: list[Any], weights: Any) -> list[np.ndarray]
         for k, (g, t) in enumerate(zip(grads, targets)):
             rows[k].append(_to_numpy(g) if g is not None else np.zeros(tuple(t.shape)))
     return [np.stack(r) if r else np.zeros((0, *t.shape)) for r, t in zip(rows, targets)]
-

@@ -26,7 +26,11 @@ def grads_batched(out: Any, targets: list[Any], weights: Any) -> tuple[Any, ...]
 
     def vjp(rows: Any) -> Any:
         return _engine_run_backward((out,), (rows,), True, False, inputs, True, accumulate_grad=False)
-    return _vmap(vjp, 0, 0, allow_none_pass_through=True)(weights)
+    try:
+        return _vmap(vjp, 0, 0, allow_none_pass_through=True)(weights)
+    except TypeError:  # another torch's private signatures (or a backward's own TypeError, raised again below)
+        return torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True,
+                                   is_grads_batched=True)
 
 
 def grads(out: Any, targets: list[Any], weights: Any) -> tuple[Any, ...]:
@@ -42,4 +46,7 @@ def grads(out: Any, targets: list[Any], weights: Any) -> tuple[Any, ...]:
             and weights.dtype == out.dtype and weights.device == out.device)
     if _engine_run_backward is None or not same:
         return torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
-    return _engine_run_backward((out,), (weights,), True, False, tuple(targets), True, accumulate_grad=False)
+    try:
+        return _engine_run_backward((out,), (weights,), True, False, tuple(targets), True, accumulate_grad=False)
+    except TypeError:  # as in grads_batched
+        return torch.autograd.grad(out, targets, grad_outputs=weights, retain_graph=True, allow_unused=True)
