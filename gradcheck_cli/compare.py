@@ -3,13 +3,13 @@ shared verdict core (verdict.py); tolerances; JSON-safe numbers."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from .diagnose import diagnose
 from .graph import GraphNode
-from .verdict import SAFETY, Decision, Evidence, Policy, Verdict, decide, decide_taylor
+from .verdict import SAFETY, Decision, Evidence, OneSided, Policy, Verdict, decide, decide_taylor
 
 # Default (atol, rtol) per dtype. float64 is judged far tighter than torch.autograd.gradcheck's
 # (1e-5, 1e-3): the numeric side is exact to rounding (complex step) or nearly so (Richardson, error
@@ -223,9 +223,11 @@ class CheckResult:
 
 
 def element_result(name: str, value: np.ndarray, evidence: Evidence, atol: float, rtol: float,
-                   policy: Policy = Policy(), error: np.ndarray | None = None) -> GradientResult:
-    """Decide every element of an element-wise check and describe the disagreement's shape."""
-    decision = decide(evidence, atol, rtol)
+                   policy: Policy = Policy(), error: np.ndarray | None = None,
+                   probe: Callable[[np.ndarray], OneSided | None] | None = None) -> GradientResult:
+    """Decide every element of an element-wise check and describe the disagreement's shape; `probe`:
+    verdict.decide's one-sided evidence, gathered where the numeric estimate alone does not settle."""
+    decision = decide(evidence, atol, rtol, probe)
     numeric_error = evidence.bound / SAFETY if error is None else error
     return GradientResult(name, tuple(np.shape(value)), value, evidence.analytic, evidence.numeric, numeric_error,
                           decision, _diagnosis(evidence, value, decision, atol), policy, evidence.exact)

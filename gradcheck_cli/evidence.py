@@ -9,7 +9,7 @@ import numpy as np
 from .compare import GradientResult, element_result
 from .errors import InputError
 from .numeric import NumericEngine
-from .verdict import SAFETY, Evidence, OneSided, Policy, needs_more
+from .verdict import SAFETY, Evidence, OneSided, Policy
 
 MAX_KINK_PROBES = 1_000  # unsettled elements examined for kinks (one-sided differences)
 MAX_NOTED_ELEMENTS = 64  # up to this many input elements, every one is examined (SPEC: kinks are reported)
@@ -44,14 +44,14 @@ def element_check(engine: NumericEngine, name: str, start: int, value: np.ndarra
                   policy: Policy, hint: str, entries: np.ndarray | None = None) -> GradientResult:
     """Evidence for every element (one-sided probes where the estimate alone does not settle it), then
     one decision each. `entries`: a structured Jacobian's flat index of each (1-D) element."""
-    bound = SAFETY * numeric.error
-    unsure = needs_more(gradient, numeric.value, bound, atol, rtol)
-    if engine.can_kink and np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES:
-        # small, with an op that may kink: look at every element from both sides, so kinks are reported
-        unsure = np.ones(np.shape(gradient), dtype=bool)  # even where the numeric side agrees
-    evidence = Evidence(gradient, numeric.value, bound, exact,
-                        one_sided(engine, name, start, weights, unsure, entries), hint)
-    return element_result(name, value, evidence, atol, rtol, policy, numeric.error)
+    # small, with an op that may kink: every element is looked at from both sides, so kinks are reported
+    # even where the numeric side agrees; otherwise the elements decide's pass leaves unsettled
+    every = engine.can_kink and np.size(value) <= MAX_NOTED_ELEMENTS and np.size(gradient) <= MAX_KINK_PROBES
+
+    def probe(unsure: np.ndarray) -> OneSided | None:
+        return one_sided(engine, name, start, weights, np.ones_like(unsure) if every else unsure, entries)
+    evidence = Evidence(gradient, numeric.value, SAFETY * numeric.error, exact, None, hint)
+    return element_result(name, value, evidence, atol, rtol, policy, numeric.error, probe)
 
 
 def unreliable_hint(method: str, eps: float | None) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+from typing import Callable
 
 import numpy as np
 
@@ -180,31 +181,13 @@ class _Errors:
         return t
 
 
-def needs_more(analytic: np.ndarray, numeric: np.ndarray, bound: np.ndarray, atol: float,
-               rtol: float) -> np.ndarray:
-    """Elements the numeric estimate alone does not pass: where one-sided probes are worth taking."""
-    analytic, numeric = _common(analytic, numeric)
-    shape = analytic.shape
-    bound = np.broadcast_to(bound, shape)
-    unsure = np.empty(shape, dtype=bool)
-    with np.errstate(all="ignore"):
-        for at in _blocks(shape):
-            gap = np.abs(analytic[at] - numeric[at])
-            tol = np.abs(numeric[at])
-            tol *= rtol
-            tol += atol
-            b = bound[at]
-            inside = gap <= tol
-            settled = b <= tol
-            tol += b
-            settled &= gap <= tol
-            settled |= inside
-            np.logical_not(settled, out=unsure[at])
-    return unsure
+def decide(evidence: Evidence, atol: float, rtol: float,
+           probe: Callable[[np.ndarray], OneSided | None] | None = None) -> Decision:
+    """Every element's verdict from its evidence, once.
 
-
-def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
-    """Every element's verdict from its evidence, once."""
+    `probe(unsure)` gathers one-sided evidence at the elements the numeric estimate alone does not pass
+    (the mask it is given, from this pass over the errors), before any verdict is read: the pass that
+    finds those elements is the one that judges the rest."""
     analytic, numeric = evidence.analytic, evidence.numeric
     found = _Errors(analytic, numeric, keep=False)
     abs_error, atol_decides = found.abs_error, found.atol_decides
@@ -225,6 +208,8 @@ def decide(evidence: Evidence, atol: float, rtol: float) -> Decision:
             settled |= np.less_equal(e, t)
             settled &= fin
             np.copyto(v, np.int8(Verdict.PASS), where=settled)
+    if probe is not None:
+        evidence = dataclasses.replace(evidence, one_sided=probe(verdict != Verdict.PASS))
     plain = finite.all() and not (verdict == Verdict.UNRELIABLE).any() and evidence.one_sided is None
     if plain and (evidence.exact is None or (verdict == Verdict.PASS).all()):
         reasons = np.broadcast_to(np.array("", dtype=object), abs_error.shape)  # no 9M-object array
