@@ -180,7 +180,6 @@ class _Counting(TorchBackend):
             self.held += n
         return out
 
-
     def _elementwise(self, spec: OpSpec, args: list[Any]) -> Any:
         """A large elementwise op without running it: its dtype from the op on 0-d CPU stand-ins, its shape
         the broadcast of its arguments' (meta kernels for arithmetic run in Python and import

@@ -1,5 +1,5 @@
-"""The -j worker pool: processes started once and kept warm, cases sent in chunks, results sent back a
-few at a time.
+"""The -j worker pool: processes started once and kept warm, cases sent in chunks, each result sent back
+as its case ends.
 
 Workers are forked where that is safe (Linux, this process on one thread, CUDA not started, and no case
 runs plugin code): a fork is ready in milliseconds with torch already imported and warm, where a spawned
@@ -31,7 +31,6 @@ WORKER_BYTES = 1 << 30        # memory a worker may need: torch itself (~0.4 GB)
 MAX_OUTPUT = 4_000            # characters of a case's captured output kept in its message
 MAX_START_FAILURES = 3        # workers that die before they are ready, in a row, before the pool gives up
 MAX_AHEAD_BYTES = 32_768      # a chunk sent ahead, while the worker is busy, never fills the pipe between them
-FLUSH_SECONDS = 0.1           # a worker sends its finished results at least this often (and at each chunk's end)
 
 
 def machine_limits() -> tuple[int, int | None]:
@@ -58,7 +57,7 @@ def clamp_jobs(jobs: int) -> tuple[int, str | None]:
 
 
 def _worker(conn, capture: str, timeout: float | None, keep: int, inherited: Sequence = ()) -> None:
-    """A worker's life: send 'ready', then run each chunk it is sent, sending results back in batches."""
+    """A worker's life: send 'ready', then run each chunk it is sent, one result message a case."""
     for other in inherited:  # a forked worker's copies of its siblings' pipes: theirs alone to hold open
         other.close()
     fd = os.open(capture, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -79,7 +78,6 @@ def _worker(conn, capture: str, timeout: float | None, keep: int, inherited: Seq
         chunk = conn.recv()
         if chunk is None:
             return
-        done, sent = [], time.perf_counter()
         for index, case in chunk:
             loaded = [_load_output(ref, fd, loads) for ref in (case.options.plugins if case.runs_plugin_code else ())]
             os.ftruncate(fd, 0)
@@ -87,12 +85,9 @@ def _worker(conn, capture: str, timeout: float | None, keep: int, inherited: Seq
             output = "\n".join(o for o in (*loaded, _read_capture(fd)) if o)
             if output:
                 result = dataclasses.replace(result, message=_with_output(result.message, output))
-            done.append((index, result))
-            if time.perf_counter() - sent >= FLUSH_SECONDS:
-                conn.send(("results", done))
-                done, sent = [], time.perf_counter()
-        if done:
-            conn.send(("results", done))
+            # each result as it ends: if the worker then dies or hangs, the case it was on is the first
+            # one unanswered, and no finished result is lost with it
+            conn.send(("result", (index, result)))
 
 
 def _load_output(ref: str, fd: int, loads: dict[str, str]) -> str:
@@ -262,10 +257,10 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                         if kind == "ready":
                             worker.ready = True
                             continue
-                        for index, result in body:
-                            worker.pending.pop(0)
-                            record(index, result)
+                        index, result = body
+                        worker.pending.pop(0)
                         worker.since = time.perf_counter()
+                        record(index, result)
                 except (EOFError, OSError):
                     alive = False
                 if not alive or worker.process.sentinel in ready and not worker.process.is_alive():

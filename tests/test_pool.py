@@ -215,3 +215,48 @@ def test_plugin_code_or_threads_get_spawned_workers():
     finally:
         stop.set()
         thread.join()
+
+
+DYING = """
+import os
+import torch
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+def die(x):
+    os._exit(3)
+
+
+OPS = {"square": Square.apply, "die": die}
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_worker_that_dies_costs_only_the_case_it_was_running(tmp_path, jobs):
+    """Fast cases finish just before one kills its worker, in the same chunk: each keeps its own result
+    (none is blamed for the death, none is lost), and the cases after it run on a fresh worker."""
+    (tmp_path / "dying.py").write_text(DYING, encoding="utf-8")
+    body = []
+    for i in range(24):
+        expr = "die(x).sum()" if i == 9 else "square(x).sum()"
+        body.append(f'[[case]]\nname = "c{i}"\nexpr = "{expr}"\nvars = {{ x = [{i}.0, 1.0] }}\nplugins = ["dying.py"]\n')
+    path = tmp_path / "dying.toml"
+    path.write_text("\n".join(body), encoding="utf-8")
+    batch = run_batch([str(path)], jobs=jobs, trust_plugins=True)
+    statuses = [c.status for c in batch.cases]
+    assert statuses == [Status.PASS] * 9 + [Status.ERROR] + [Status.PASS] * 14, [c.message for c in batch.cases]
+    assert "ended with exit code 3" in batch.cases[9].message
+    for i, case in enumerate(batch.cases):
+        if i != 9:
+            assert case.result.inputs["x"].analytic.tolist() == [2.0 * i, 2.0]  # d/dx sum(x²) = 2x
