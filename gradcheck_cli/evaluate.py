@@ -196,20 +196,22 @@ class Walker:
             done[id(current)] = self.call(current, env, done)
         return done[id(root)]
 
+    def _value(self, a: Any, env: dict[str, Any], done: dict[int, Any]) -> Any:
+        """An argument's value. A method, not a closure: a recursive closure is a reference cycle that
+        kept every intermediate (`done`, and the perturbed batch in `env`) alive until the next garbage
+        collection, several batches of a projected check at once."""
+        if isinstance(a, Call):
+            return done[id(a)] if id(a) in done else self.node(a, env)
+        if isinstance(a, (Num, Name)):
+            return self.node(a, env)
+        if isinstance(a, tuple):
+            return tuple(self._value(item, env, done) for item in a)
+        return a
+
     def call(self, node: Call, env: dict[str, Any], done: dict[int, Any] | None = None) -> Any:
         spec = self.table[node.op]
         done = {} if done is None else done
-
-        def value(a: Any) -> Any:
-            if isinstance(a, Call):
-                return done[id(a)] if id(a) in done else self.node(a, env)
-            if isinstance(a, (Num, Name)):
-                return self.node(a, env)
-            if isinstance(a, tuple):
-                return tuple(value(item) for item in a)
-            return a
-
-        args = [value(a) for a in node.args]
+        args = [self._value(a, env, done) for a in node.args]
         tensors = [i for i, p in enumerate(spec.params) if p.kind is Kind.TENSOR]
         if all(isinstance(args[i], float) for i in tensors) and spec.scalars and tensors:
             return _fold(spec, args)
