@@ -382,13 +382,14 @@ def _progress(enabled: bool):
     # no refresh thread: -j forks its workers, which is safe only while this process runs one thread
     with Progress(transient=True, console=_console(), auto_refresh=False) as bar:
         task = bar.add_task("checking", total=None)
-        shown = [0.0]
+        shown = 0.0
 
         def advance(case: Any) -> None:
+            nonlocal shown
             bar.advance(task)
-            if time.monotonic() - shown[0] >= 0.1:
+            if time.monotonic() - shown >= 0.1:  # at most ten redraws a second
                 bar.refresh()
-                shown[0] = time.monotonic()
+                shown = time.monotonic()
         yield advance
 
 
