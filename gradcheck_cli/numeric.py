@@ -67,8 +67,15 @@ class NumericEngine:
             self.envs.append(dict(env))
             sizes.append(self.values[index].size)  # the batch holds one row here
 
+        self.shapes: dict[int, tuple[int, ...]] = {}  # id of an op call's argument node → its value's shape
+
+        def observe(node: Call, args: list[Any]) -> None:
+            for arg, value in zip(node.args, args):
+                if isinstance(arg, Call):
+                    self.shapes[id(arg)] = np.shape(value)[1:]
+
         with np.errstate(all="ignore"):
-            self.output = _unbatch(Walker(program, table, recorder).run(env, on_statement=record))
+            self.output = _unbatch(Walker(program, table, recorder, observe).run(env, on_statement=record))
         self.held = recorder.held
         # what one batch row costs: every statement value, several times over for temporaries
         self.row_bytes = 8 * (2 if self.is_complex else 1) * 4 * max(sum(sizes), 1)
@@ -106,7 +113,7 @@ class NumericEngine:
         if how.kind == "aligned":
             return self._aligned(name, start, weights, self._function(name, start), self.output.shape)
         if how.kind == "reduced" and weights is not None:
-            inner_shape = self.node_value(how.inner).shape
+            inner_shape = self.node_shape(how.inner)
             inner_weights = reduction_weights(weights, inner_shape, how.reduce_op, how.dim, how.keepdim)
             f = self._function(name, start, how.inner)
             return self._aligned(name, start, inner_weights, f, inner_shape)
@@ -123,6 +130,11 @@ class NumericEngine:
             return np.asarray(walker.rerun(local, start, node, fallback=batch))
         return f
 
+    def node_shape(self, node: Call) -> tuple[int, ...]:
+        """The shape of a node of the last statement, as the unperturbed walk saw it (no walk of its own)."""
+        shape = self.shapes.get(id(node))
+        return shape if shape is not None else self.node_value(node).shape
+
     def node_value(self, node: Call) -> np.ndarray:
         """A node of the last statement, at the unperturbed point (unbatched)."""
         walker = Walker(self.program, self.table, NumpyBackend(self.held))
@@ -134,7 +146,7 @@ class NumericEngine:
         """d out[o] / d name[bcast(o)] for each element o of an output that is ALIGNED with `name` (or of
         `node` in the last statement): the only nonzero of each Jacobian row, in the output's shape."""
         f = self._function(name, start, node)
-        out_shape = self.output.shape if node is None else self.node_value(node).shape
+        out_shape = self.output.shape if node is None else self.node_shape(node)
         return Derivative(*self._aligned_steps(name, start, f, out_shape))
 
     def _aligned(self, name: str, start: int, weights: np.ndarray | None, f: Callable,

@@ -194,7 +194,7 @@ class SymbolicEngine:
         if how.kind == "aligned":
             return self._aligned(name, start, weights, None, out_shape)
         if how.kind == "reduced" and weights is not None:
-            inner_shape = self.numeric.node_value(how.inner).shape
+            inner_shape = self.numeric.node_shape(how.inner)
             inner = reduction_weights(weights, inner_shape, how.reduce_op, how.dim, how.keepdim)
             return self._aligned(name, start, inner, how.inner, inner_shape)
         return self._columns(name, start, weights)

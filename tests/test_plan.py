@@ -26,6 +26,7 @@ from gradcheck_cli.numeric import NumericEngine, column_derivative
 from gradcheck_cli.parse import parse
 from gradcheck_cli.plan import Strategy, _costs, differentiated_intermediates, plan_check
 from gradcheck_cli.target import Role, checked
+from helpers import op_cases
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "plugins", "realworld_ops.py")
@@ -376,3 +377,26 @@ def test_symbolic_refusals_up_front_are_the_engines_own(expression, values, wrt,
         except api.InputError as err:
             refusals.append(err.message)
     assert up_front.value.message == refusals[0]
+
+
+def _calls(root):
+    """Every op call under `root`, root first."""
+    stack, out = [root], []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            out.append(node)
+            stack.extend(a for a in node.args if isinstance(a, Call))
+    return out
+
+
+@pytest.mark.parametrize("case", op_cases(), ids=lambda c: c.expr)
+def test_a_nodes_shape_from_the_first_walk_is_its_walked_values_shape(case):
+    """node_shape reads what the unperturbed walk saw; node_value walks the node again."""
+    prep = api.prepare(f"({case.expr}) * 1.5 + 0", case.values, api.CheckOptions())
+    engine = NumericEngine(prep.program, prep.table, prep.inputs, "complex")
+    nodes = _calls(prep.program.statements[-1].value)
+    assert len(nodes) >= 3
+    for node in nodes:
+        assert engine.node_shape(node) == engine.node_value(node).shape, node.op
+    assert engine.shapes, "the first walk recorded no shape"
