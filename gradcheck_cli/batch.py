@@ -20,7 +20,7 @@ import sys
 from typing import Any, Callable, Iterable, Iterator
 
 from .cases import (DEFAULT_TIMEOUT, KEEP_ELEMENTS, BatchResult, Case, CaseResult, Status, check_timeout,  # noqa: F401
-                    run_case, warm_up)
+                    frozen_heap, run_case, warm_up)
 from .errors import InputError
 from .kinds import MODULE_CASE_KEYS
 from .files import DEFAULT_MAX_FILE_BYTES, read_regular
@@ -324,7 +324,15 @@ def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
     """
     paths = list(paths)
     timeout = check_timeout(timeout)
-    cases, problems = collect(paths, plugins, trust_plugins, max_bytes)
+    with frozen_heap():  # entered again once torch is warm
+        cases, problems = collect(paths, plugins, trust_plugins, max_bytes)
+        results = _run(cases, jobs, timeout, progress, keep)
+    return BatchResult(tuple(r for r in results if r is not None), tuple(problems))
+
+
+def _run(cases: list[Case], jobs: int, timeout: float | None, progress: Callable[[CaseResult], None] | None,
+         keep: int) -> list[CaseResult | None]:
+    """Every case's result, in file order."""
     results: list[CaseResult | None] = [None] * len(cases)
 
     def record(index: int, result: CaseResult) -> None:
@@ -335,7 +343,7 @@ def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
     if jobs > 1:  # this process runs cases beside jobs - 1 warm workers (plugin code only in those)
         from .pool import run_pool
         run_pool(list(enumerate(cases)), jobs, timeout, record, keep, local=True)
-        return BatchResult(tuple(r for r in results if r is not None), tuple(problems))
+        return results
     isolated = [(i, c) for i, c in enumerate(cases) if c.runs_plugin_code]
     if isolated:
         from .pool import run_pool
@@ -343,7 +351,8 @@ def run_batch(paths: Iterable[str], plugins: Iterable[str] = (), jobs: int = 1,
     chosen = {i for i, _ in isolated}
     if len(chosen) < len(cases):
         warm_up()  # torch's first-use imports, charged to no case's time
-    for index, case in enumerate(cases):
-        if index not in chosen:
-            record(index, run_case(case, timeout, keep))
-    return BatchResult(tuple(r for r in results if r is not None), tuple(problems))
+    with frozen_heap():
+        for index, case in enumerate(cases):
+            if index not in chosen:
+                record(index, run_case(case, timeout, keep))
+    return results

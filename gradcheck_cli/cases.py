@@ -2,7 +2,9 @@
 the compact result a batch keeps."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import math
 import signal
 import threading
@@ -162,6 +164,27 @@ def warm_up(threads: int | None = None) -> None:
                                       ("x * 2", {"x": [1.0, 2.0]}, None)):
         run_check(expr, values, CheckOptions(grad_output=grad_output, inspect_ops=False))
     _WARM = True
+
+
+_FROZEN = 0  # frozen_heap()s entered and not yet left
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """While a batch runs, what is in memory already (torch, numpy, sympy: most of the heap) is kept out of
+    the garbage collector's full passes, each of which would walk all of it again (0.1-0.3 s a pass, several
+    in a batch of small cases, whose cases and results pile up). Entered again after more was imported, it
+    freezes that too; forked workers inherit it and leave those pages unwritten. The outermost exit undoes
+    it: nothing stays exempt from collection."""
+    global _FROZEN
+    gc.freeze()
+    _FROZEN += 1
+    try:
+        yield
+    finally:
+        _FROZEN -= 1
+        if not _FROZEN:
+            gc.unfreeze()
 
 
 # ---- running ----

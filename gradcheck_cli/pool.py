@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -25,11 +26,12 @@ import warnings
 from multiprocessing.reduction import ForkingPickler as _ForkingPickler
 from typing import Callable, Sequence
 
-from .cases import KEEP_ELEMENTS, Case, CaseResult, Status, check_timeout, run_case
+from .cases import KEEP_ELEMENTS, Case, CaseResult, Status, check_timeout, frozen_heap, run_case
 
 WORKER_BYTES = 1 << 30        # memory a worker may need: torch itself (~0.4 GB) plus a sizeable case
 MAX_OUTPUT = 4_000            # characters of a case's captured output kept in its message
 MAX_START_FAILURES = 3        # workers that die before they are ready, in a row, before the pool gives up
+MAX_CHUNK = 32                # cases sent to a worker at once, at most
 MAX_AHEAD_BYTES = 32_768      # a chunk sent ahead, while the worker is busy, never fills the pipe between them
 
 
@@ -56,6 +58,12 @@ def clamp_jobs(jobs: int) -> tuple[int, str | None]:
     return limit, f"-j {jobs} is more than this machine can run at once ({room}); using -j {limit}"
 
 
+def chunk_size(remaining: int, runners: int) -> int:
+    """Cases to send a worker at once. Small cases cost less than a round trip: a few at a time, fewer as
+    the work runs out (guided scheduling), so that at the end no runner waits long on another's chunk."""
+    return max(1, min(MAX_CHUNK, remaining // (max(1, runners) * 4)))
+
+
 def _worker(conn, capture: str, timeout: float | None, keep: int, inherited: Sequence = ()) -> None:
     """A worker's life: send 'ready', then run each chunk it is sent, one result message a case."""
     for other in inherited:  # a forked worker's copies of its siblings' pipes: theirs alone to hold open
@@ -72,6 +80,7 @@ def _worker(conn, capture: str, timeout: float | None, keep: int, inherited: Seq
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
     from .cases import warm_up
     warm_up(threads=1)
+    gc.freeze()  # a spawned worker's torch, out of every full collection (a forked one inherits that)
     loads: dict[str, str] = {}
     conn.send(("ready", os.getpid()))
     while True:
@@ -166,9 +175,7 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
     isolated = collections.deque((i, c) for i, c in work if not local or c.runs_plugin_code)
     shared = collections.deque((i, c) for i, c in work if local and not c.runs_plugin_code)
     count = min(jobs - 1 if shared else jobs, len(isolated) + len(shared))  # workers; this process is one more
-    # small cases cost less than a round trip: send a few at a time, but leave every runner a share
     runners = max(1, count + (1 if shared else 0))
-    chunk = max(1, min(32, (len(isolated) + len(shared)) // (runners * 4) if runners else 1))
     hard = None if timeout is None else timeout * 1.5 + 10.0  # SIGALRM first; this only if the case ignores it
     workers: list[_Worker] = []
     failures = 0
@@ -177,13 +184,18 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
         for item in reversed(items):
             (shared if local and not item[1].runs_plugin_code else isolated).appendleft(item)
 
+    def chunk() -> int:
+        return chunk_size(len(isolated) + len(shared), runners)
+
     def take() -> list[tuple[int, Case]]:
         taken = []
-        while len(taken) < chunk and (isolated or shared):
+        size = chunk()
+        while len(taken) < size and (isolated or shared):
             taken.append((isolated or shared).popleft())
         return taken
 
-    with tempfile.TemporaryDirectory(prefix="gradcheck-pool-") as folder, _one_thread(local):
+    with tempfile.TemporaryDirectory(prefix="gradcheck-pool-") as folder, _one_thread(local), \
+            contextlib.ExitStack() as stack:
         serial = iter(range(1 << 30))
 
         def start() -> _Worker:
@@ -232,8 +244,8 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                     retire(worker, lambda case, s: None, grace=30.0)
                     continue
                 # the next chunk goes out while the worker is still on its last one (it never waits on this
-                # process), unless the chunk is large enough to fill the pipe
-                if len(worker.pending) < chunk and (isolated or shared):
+                # process, which may be running a case of its own), unless the chunk would fill the pipe
+                if len(worker.pending) < max(2, chunk()) and (isolated or shared):
                     taken = take()
                     message = _ForkingPickler.dumps(taken)
                     if worker.pending and len(message) > MAX_AHEAD_BYTES:
@@ -283,9 +295,12 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
             forked = context.get_start_method() == "fork"
             if forked:
                 warm_up()
+                stack.enter_context(frozen_heap())  # before the fork: workers inherit it
             workers.extend(start() for _ in range(count))
             if shared and not forked:
                 warm_up()
+            if not forked:
+                stack.enter_context(frozen_heap())
             while workers or shared:
                 dispatch()
                 if shared:
@@ -293,7 +308,7 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                     record(index, run_case(case, timeout, keep))
                     if workers:
                         collect(0.0)
-                    if not shared and count < jobs and len(isolated) > 4 * chunk:
+                    if not shared and count < jobs and len(isolated) > 4 * chunk():
                         count += 1  # this process is done with its share: a worker takes its place
                         restart()
                     continue

@@ -260,3 +260,38 @@ def test_a_worker_that_dies_costs_only_the_case_it_was_running(tmp_path, jobs):
     for i, case in enumerate(batch.cases):
         if i != 9:
             assert case.result.inputs["x"].analytic.tolist() == [2.0 * i, 2.0]  # d/dx sum(x²) = 2x
+
+
+def test_chunks_shrink_as_the_work_runs_out():
+    """Guided scheduling: full chunks while much is left, single cases at the end, so no runner is left
+    waiting on the last chunk another took."""
+    from gradcheck_cli.pool import MAX_CHUNK, chunk_size
+    assert chunk_size(2000, 2) == MAX_CHUNK
+    assert chunk_size(100, 2) == 100 // 8
+    assert chunk_size(7, 2) == chunk_size(0, 2) == 1
+    remaining, taken = 2000, []
+    while remaining:
+        size = min(chunk_size(remaining, 2), remaining)
+        taken.append(size)
+        remaining -= size
+    assert sum(taken) == 2000 and max(taken) == MAX_CHUNK
+    assert taken[-8:] == [1] * 8  # the last cases go one at a time
+    assert taken == sorted(taken, reverse=True)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_batch_freezes_the_heap_while_it_runs_and_never_after(tmp_path, jobs):
+    """The collector's full passes skip what was in memory before the batch (frozen_heap), during the run
+    only: afterwards nothing is left exempt, also when the run was cut short."""
+    import gc
+    path = _built_in_batch(tmp_path)
+    seen = []
+    run_batch([path], jobs=jobs, timeout=3, progress=lambda r: seen.append(gc.get_freeze_count()))
+    assert len(seen) == 44 and min(seen) > 10_000
+    assert gc.get_freeze_count() == 0
+
+    def stop(result):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([path], jobs=jobs, timeout=3, progress=stop)
+    assert gc.get_freeze_count() == 0
