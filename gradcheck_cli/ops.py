@@ -230,23 +230,38 @@ def _np_min(x, dim, keepdim, real=np.real):
     return _np_extreme(x, dim, keepdim, np.argmin, real)
 
 
+def _np_sin(x, out=None):
+    """np.sin; on a complex-step batch with tiny imaginary parts, from real sin and cos (ops_complex.py)."""
+    fast = ops_complex.sin(x) if out is None else None
+    return fast if fast is not None else np.sin(x, out=out)
+
+
+def _np_cos(x, out=None):
+    """np.cos; on a complex-step batch with tiny imaginary parts, from real cos and sin (ops_complex.py)."""
+    fast = ops_complex.cos(x) if out is None else None
+    return fast if fast is not None else np.cos(x, out=out)
+
+
 def _np_exp(x, out=None):
-    """np.exp, faster on what complex step evaluates: a batch of rows whose real parts are all the point's
-    and whose imaginary parts are zero but at each row's perturbed element. There the real exponentials
-    are one row's, exp(a ± 0i) = exp(a) ± 0i (C99 Annex G), and numpy's complex exp runs only where the
-    imaginary part is not zero: the same numbers as np.exp (an ulp apart at most, next to overflow)."""
-    if not isinstance(x, np.ndarray) or x.dtype != np.complex128 or x.ndim < 2 or x.size < 4096:
+    """np.exp, faster on what complex step evaluates (the same numbers, an ulp apart at most):
+    - a batch of rows whose real parts are all the point's and whose imaginary parts are zero but at each
+      row's perturbed element: the real exponentials are one row's, exp(a ± 0i) = exp(a) ± 0i (C99 Annex
+      G), and numpy's complex exp runs only where the imaginary part is not zero;
+    - any batch whose imaginary parts are all tiny: real exponentials (ops_complex.exp)."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.complex128 or x.ndim < 2 or x.size < 4096 or out is not None:
         return np.exp(x, out=out)
     real = x.real
-    if not (real == real[:1]).all():
-        return np.exp(x, out=out)
-    moved = np.flatnonzero(x.imag != 0)
-    perturbed = np.exp(x.reshape(-1)[moved])
-    out = np.empty(x.shape, dtype=np.complex128) if out is None else out
-    out.imag = x.imag
-    out.real = np.exp(real[:1])
-    out.reshape(-1)[moved] = perturbed
-    return out
+    if x.shape[0] > 1 and (real == real[:1]).all():
+        moved = np.flatnonzero(x.imag != 0)
+        if moved.size * 8 <= x.size:
+            perturbed = np.exp(x.reshape(-1)[moved])
+            out = np.empty(x.shape, dtype=np.complex128)
+            out.imag = x.imag
+            out.real = np.exp(real[:1])
+            out.reshape(-1)[moved] = perturbed
+            return out
+    fast = ops_complex.exp(x)
+    return fast if fast is not None else np.exp(x)
 
 
 def _np_shifted(x, dim):
@@ -647,8 +662,8 @@ _ROWS: tuple[OpSpec, ...] = (
            Group.ELEMENTWISE, "elementwise min; a tie splits the gradient evenly",
            sympy=_sy_minimum, kinks=True),
     _unary("neg", operator.neg, operator.neg, "-x", syntax="-x", scalars=True),
-    _unary("sin", lambda x: torch.sin(x), np.sin, "sine", sympy=_sy_named("sin")),
-    _unary("cos", lambda x: torch.cos(x), np.cos, "cosine", sympy=_sy_named("cos")),
+    _unary("sin", lambda x: torch.sin(x), _np_sin, "sine", sympy=_sy_named("sin")),
+    _unary("cos", lambda x: torch.cos(x), _np_cos, "cosine", sympy=_sy_named("cos")),
     _unary("tan", lambda x: torch.tan(x), np.tan, "tangent", domain=(-math.pi / 2, math.pi / 2),
            sympy=_sy_named("tan")),
     _unary("asin", lambda x: torch.asin(x), np.arcsin, "inverse sine", domain=(-1.0, 1.0),

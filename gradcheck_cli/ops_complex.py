@@ -6,6 +6,12 @@ the rows known to be the point plus a few imaginary offsets, it is one row's rea
 and complex arithmetic at the perturbed elements only. Every form returns None where its input is not
 such a batch, so the caller falls back to its plain form; where it applies, it gives the same numbers
 (an ulp or two apart: the order of a sum, a reciprocal instead of a division).
+
+sin, cos and exp have a second form, for any batch whose imaginary parts are all tiny (a complex step
+moves every element by 1e-20·|x|; each element of a gradient-mode batch is perturbed): below 1e-9,
+cosh b and cos b round to 1 and sinh b and sin b to b in float64, so the complex formulas
+sin(a + ib) = sin a·cosh b + i·cos a·sinh b (and the like) are real functions of a times b, without
+the complex library's hyperbolic functions: the same numbers for a third to half the time.
 """
 from __future__ import annotations
 
@@ -49,6 +55,52 @@ def softmax(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | None:
         np.multiply(e, inverse.real, out=out.real)
         np.multiply(e, inverse.imag, out=out.imag)
         out.reshape(-1)[moved] = ez / sums.reshape(-1)[summed]
+    return out
+
+
+SMALL_IMAG = 1e-9  # |b| below this: cosh b, cos b == 1 and sinh b, sin b == b in float64 (b²/2 < 2^-53)
+
+
+def _small_imag(x, top: float = np.inf) -> bool:
+    """A large complex128 array with every imaginary part below SMALL_IMAG and real parts finite and < top."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.complex128 or x.size < _MIN_SIZE:
+        return False
+    b, a = x.imag, x.real
+    with np.errstate(all="ignore"):
+        return bool(-SMALL_IMAG < b.min() and b.max() < SMALL_IMAG and -np.inf < a.min() and a.max() < top)
+
+
+def sin(x: np.ndarray) -> np.ndarray | None:
+    """sin(a + ib) = sin a + i·b·cos a where |b| < SMALL_IMAG; None elsewhere."""
+    if not _small_imag(x):
+        return None
+    out = np.empty(x.shape, dtype=np.complex128)
+    np.sin(x.real, out=out.real)
+    np.cos(x.real, out=out.imag)
+    out.imag *= x.imag
+    return out
+
+
+def cos(x: np.ndarray) -> np.ndarray | None:
+    """cos(a + ib) = cos a − i·b·sin a where |b| < SMALL_IMAG; None elsewhere."""
+    if not _small_imag(x):
+        return None
+    out = np.empty(x.shape, dtype=np.complex128)
+    np.cos(x.real, out=out.real)
+    np.sin(x.real, out=out.imag)
+    np.negative(out.imag, out=out.imag)
+    out.imag *= x.imag
+    return out
+
+
+def exp(x: np.ndarray) -> np.ndarray | None:
+    """exp(a + ib) = e^a + i·b·e^a where |b| < SMALL_IMAG and e^a is finite (an infinite e^a times b = 0
+    would be nan, where numpy gives 0); None elsewhere."""
+    if not _small_imag(x, top=709.0):
+        return None
+    out = np.empty(x.shape, dtype=np.complex128)
+    np.exp(x.real, out=out.real)
+    np.multiply(out.real, x.imag, out=out.imag)
     return out
 
 

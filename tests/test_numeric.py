@@ -356,3 +356,39 @@ print("ok")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("name", ["sin", "cos", "exp"])
+def test_small_imaginary_forms_give_numpys_complex_numbers(name):
+    """ops_complex.sin/cos/exp on a batch whose imaginary parts are all tiny (a gradient-mode complex
+    step): numpy's complex values to an ulp, Im/h to an ulp against the real derivative, exact zeros kept."""
+    from gradcheck_cli import ops_complex
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(2, 5000)) * 4
+    h = 1e-20 * np.abs(a)
+    h[:, ::7] = 0.0  # elements no step reached
+    x = a + 1j * h
+    fast = getattr(ops_complex, name)(x)
+    plain = getattr(np, name)(x)
+    assert fast is not None
+    assert_allclose(fast.real, plain.real, rtol=4e-16, atol=0)
+    assert_allclose(fast.imag, plain.imag, rtol=4e-16, atol=0)
+    assert (fast.imag[:, ::7] == 0).all()
+    derivative = {"sin": np.cos, "cos": lambda v: -np.sin(v), "exp": np.exp}[name]
+    stepped = h != 0
+    assert_allclose(fast.imag[stepped] / h[stepped], derivative(a)[stepped], rtol=4e-16)
+
+
+@pytest.mark.parametrize("name", ["sin", "cos", "exp"])
+def test_small_imaginary_forms_decline_what_they_cannot_promise(name):
+    """A large imaginary part, a non-finite or (exp) overflowing real part, a small or real input: None."""
+    from gradcheck_cli import ops_complex
+    form = getattr(ops_complex, name)
+    base = np.full((2, 5000), 0.5) + 1e-20j
+    assert form(base) is not None
+    big = base.copy()
+    big[1, 9] += 1e-6j  # cosh(1e-6) is not 1 in float64
+    for bad in (big, base + np.inf, base * np.nan, base[:, :10], base.real):
+        assert form(bad) is None
+    if name == "exp":
+        assert form(base + 709.5) is None  # e^a overflows: inf·0 would be nan where numpy gives 0
