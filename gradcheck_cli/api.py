@@ -255,7 +255,8 @@ def check_module(module: Any, loss: str | None = None, params: str | Iterable[st
     Raises:
         InputError: bad input.
     """
-    from .module import ModuleRequest, run_module_check, split_globs
+    from .module import ModuleRequest, run_module_check
+    from .options import split_globs
     import inspect as _inspect
     given, values = split_options(keywords)
     if given.get("wrt") is not None:

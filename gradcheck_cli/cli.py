@@ -142,6 +142,7 @@ method_options = _schema_options("method")              # --method and --eps
 check_options = _schema_options("check", "method", "grad_output", "wrt")  # the gradient options of `check`
 accumulate_option = _schema_options("accumulate")
 step_options = _schema_options("step")                  # --optim, --steps, --recompute
+module_options = _schema_options("module")              # --init, --loss, --params, --wrt-inputs, --train/--eval
 
 
 def format_options(kind: str, help_text: str = "Output format.") -> Callable[[Callable], Callable]:
@@ -512,16 +513,7 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
 
 @main.command(name="module")
 @click.argument("target", metavar="FILE.py:NAME")
-@click.option("--init", metavar="'key=value, ...'",
-              help="Keyword arguments for the module class, literals only (numbers, strings, True/False/None, "
-                   "lists, tuples), e.g. \"in_feature=1, out_feature=3\".")
-@click.option("--loss", metavar="EXPR", help="What to check, in the expression language with out bound to "
-              "forward's output (a tuple: out[0]), e.g. \"(out - label).mean()\". Default: the output itself.")
-@click.option("--params", metavar="GLOB[,GLOB]",
-              help="Check only the parameters whose dotted names match (fnmatch), e.g. 'line_layer.*'.")
-@click.option("--wrt-inputs", is_flag=True, help="Also check forward's float tensor arguments.")
-@click.option("--eval/--train", "eval_mode", default=True, show_default=True,
-              help="Evaluation mode (default) or train mode (dropout, batch statistics).")
+@module_options
 @click.option("--optim", metavar="'NAME(key=value, ...)'",
               help="Also run optimizer steps on the checked parameters, as gradcheck step does, e.g. \"Adam(lr=1e-3)\".")
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps (with --optim).")
@@ -532,7 +524,7 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
               help="Elements shown per parameter in the table (the worst first); 0 shows all.")
 @_guard
 def module_command(target: str, init: str | None, loss: str | None, params: str | None, wrt_inputs: bool,
-                   eval_mode: bool, optim: str | None, steps: int, variables: tuple, fmt: str, as_json: bool,
+                   train: bool, optim: str | None, steps: int, variables: tuple, fmt: str, as_json: bool,
                    rows: int, **kw: Any) -> None:
     """Check every parameter gradient of an nn.Module: NAME in FILE.py is an nn.Module subclass (built
     with --init) or a function of no arguments returning one, built right after torch.manual_seed(--seed).
@@ -546,14 +538,15 @@ def module_command(target: str, init: str | None, loss: str | None, params: str 
       gradcheck module expressions/model.py:Model --init "in_feature=1, out_feature=3" -v x="randn(2,1)" --loss "(out - label).mean()" -v label="[[0],[0]]"
       gradcheck module expressions/model.py:Model -v x="randn(2,1)" --loss "out.pow(2).mean()" --optim "Adam(lr=1e-3)" --steps 3
     """
-    from .module import ModuleRequest, run_module_check, split_globs
+    from .module import ModuleRequest, run_module_check
     from .module_load import load
+    from .options import split_globs
     if len(kw["dtype"]) > 1:
         raise InputError("gradcheck module runs one dtype; give --dtype a single value")
     if kw.get("wrt"):
         raise InputError("gradcheck module chooses what is checked with --params and --wrt-inputs, not --wrt")
     options = _options(kw)
-    request = ModuleRequest(loss=loss, params=split_globs(params), wrt_inputs=wrt_inputs, train=not eval_mode,
+    request = ModuleRequest(loss=loss, params=split_globs(params), wrt_inputs=wrt_inputs, train=train,
                             label=target, init=init or "")
     with _stdout_to_stderr(True):  # the module file's prints must not break the report (or its JSON)
         built, _ = load(target, init, options.seed)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import InputError
+from .options import MODULE_OPTIONS, toml_value
 
 
 def case_kind(table: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
@@ -39,34 +40,30 @@ def case_kind(table: dict[str, Any], expect: dict[str, Any]) -> dict[str, Any]:
     return kind
 
 
-_MODULE_KEYS = {"module": str, "loss": str, "train": bool, "wrt_inputs": bool}
-MODULE_CASE_KEYS = ("module", "init", "loss", "params", "train", "wrt_inputs")  # a [[case]]'s gradcheck module keys
+MODULE_CASE_KEYS = ("module", *(o.name for o in MODULE_OPTIONS))  # a [[case]]'s gradcheck module keys
 
 
 def module_kind(table: dict[str, Any], folder: str, trust: Any) -> dict[str, Any]:
-    """The keys of a `module` case, type-checked; the module file resolved against the batch file's
-    folder and refused unless trusted (`trust.resolve`, as for plugins)."""
-    from .module import split_globs
+    """The keys of a `module` case, type-checked by their schema rows (options.MODULE_OPTIONS); the module
+    file resolved against the batch file's folder and refused unless trusted (`trust.resolve`, as for
+    plugins)."""
     from .module_load import parse_init, split_ref
     stray = [k for k in ("optim", "steps", "recompute", "accumulate", "expr") if k in table]
     if stray:
         raise InputError(f"a module case takes loss, not '{stray[0]}'")
+    if not isinstance(table["module"], str):
+        raise InputError(f"'module' must be str, not {type(table['module']).__name__}")
     kind: dict[str, Any] = {}
-    for key, kinds in _MODULE_KEYS.items():
-        if key in table:
-            if not isinstance(table[key], kinds):
-                raise InputError(f"'{key}' must be {kinds.__name__}, not {type(table[key]).__name__}")
-            kind[key] = table[key]
-    path, name = split_ref(kind["module"])
+    for option in MODULE_OPTIONS:
+        if option.name in table:
+            kind[option.name] = option.convert(toml_value(option, table[option.name]))
+            problem = option.problem(kind[option.name])
+            if problem:
+                raise InputError(problem)
+    path, name = split_ref(table["module"])
     (resolved,) = trust.resolve([path], folder)
     kind["module"] = f"{resolved}:{name}"
-    init = table.get("init", {})
-    if not isinstance(init, dict):
-        raise InputError(f"'init' must be a table of keyword arguments (init = {{ in_feature = 1 }}), "
-                         f"not {type(init).__name__}")
-    kind["init"] = parse_init(init)
-    if "params" in table:
-        kind["params"] = split_globs(table["params"])
+    kind["init"] = parse_init(kind.get("init"))
     return kind
 
 

@@ -68,19 +68,6 @@ class ModuleRequest:
     init: str = ""                           # --init text, for the replay line
 
 
-def split_globs(params: Any) -> tuple[str, ...] | None:
-    """'layer.*,head.bias' or a list → globs; None stays None."""
-    if params is None:
-        return None
-    items = params.split(",") if isinstance(params, str) else list(params) if isinstance(params, (list, tuple)) else None
-    if items is None or not all(isinstance(s, str) for s in items):
-        raise InputError(f"params selects parameters by glob: give 'layer.*,head.bias' or a list, not {params!r}")
-    globs = tuple(s.strip() for s in items if s.strip())
-    if not globs:
-        raise InputError("--params is empty; give at least one glob such as 'layer.*'")
-    return globs
-
-
 def _module_hint(method: str, eps: float | None) -> str:
     """What to try where the numeric side cannot tell (a module has no --symbolic)."""
     if eps is not None:

@@ -212,36 +212,16 @@ def load(ref: str, init: Any, seed: int, base_dir: str | None = None) -> tuple[A
 
 def replay_command(label: str, request: Any, values: Mapping[str, Any], arg_names: list[str],
                    loss_names: list[str], options: Any, method: str) -> str:
-    """The command that reproduces a module check."""
+    """The command that reproduces a module check: the module's options and the check's, from their
+    schema rows (options.py), the method as the check resolved it."""
     import shlex
 
-    from .api import DEFAULT_DIRECTIONS, spec_text
-    parts = ["gradcheck", "module", label]
-    if request.init:
-        parts += ["--init", request.init]
+    from .options import BY_NAME, replay_args, spec_text
+    parts = ["gradcheck", "module", label, *BY_NAME["init"].replay(request.init or None)]
     for name in [*arg_names, *(n for n in loss_names if n not in arg_names)]:
         if name in values:
             parts += ["-v", f"{name}={spec_text(values[name])}"]
-    if request.loss is not None:
-        parts += ["--loss", request.loss]
-    if request.params is not None:
-        parts += ["--params", ",".join(request.params)]
-    if request.wrt_inputs:
-        parts += ["--wrt-inputs"]
-    if request.train:
-        parts += ["--train"]
-    if options.grad_output is not None:
-        parts += ["--grad-output", spec_text(options.grad_output)]
-    parts += ["--seed", str(options.seed), "--method", method, "--dtype", options.dtype]
-    for name in ("eps", "atol", "rtol"):
-        if getattr(options, name) is not None:
-            parts += [f"--{name}", repr(getattr(options, name))]
-    if options.allow_unreliable:
-        parts += ["--allow-unreliable"]
-    if options.fast is not None:
-        parts += ["--fast" if options.fast else "--full"]
-    if options.directions != DEFAULT_DIRECTIONS:
-        parts += ["--directions", str(options.directions)]
-    for plugin in options.plugins:
-        parts += ["--plugin", plugin]
+    for name in ("loss", "params", "wrt_inputs", "train"):
+        parts += BY_NAME[name].replay(getattr(request, name))
+    parts += replay_args(options, {"method": method})
     return " ".join(shlex.quote(p) for p in parts)

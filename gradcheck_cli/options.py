@@ -56,6 +56,8 @@ NAMES = Kind("names", "str or list", (str, list))  # --wrt a,b / wrt = ["a", "b"
 PATHS = Kind("paths", "list", (list,))           # --plugin, repeatable
 SPEC = Kind("spec", "a number, a list of numbers or a SPEC string", (int, float, str, list))
 DTYPE = Kind("dtypes", "str", (str,))            # one dtype (the command line takes a comma list: a ladder)
+GLOBS = Kind("globs", "str or list", (str, list))  # --params 'layer.*,head.bias' / params = ["layer.*"]
+INIT = Kind("init", "a table of keyword arguments (init = { in_feature = 1 })", (dict, str))      # --init "in_feature=1" / init = { in_feature = 1 }
 
 
 # Which commands take each group of options (cli.py's decorators are these groups).
@@ -68,6 +70,7 @@ GROUPS = {
     "check": ("check", "step", "module"),                          # check_options
     "accumulate": ("check",),                                      # accumulate_option: a case kind
     "step": ("step",),                                             # step_options: a case kind
+    "module": ("module",),                                         # module_options: what a module check checks
 }
 
 
@@ -81,7 +84,8 @@ class Option:
     default: Any
     help: str
     group: str
-    where: str = "options"              # options: a CheckOptions field; limits: of .limits; kind: a case kind's key
+    where: str = "options"              # options: a CheckOptions field; limits: of .limits; kind: a case kind's key;
+                                        # module: a ModuleRequest field (gradcheck module, a module case's key)
     choices: tuple[str, ...] = ()
     bounds: tuple[int, int | None] | None = None   # inclusive; the click IntRange too
     check: Callable[[Any], str | None] | None = None  # the message when a value is wrong
@@ -116,6 +120,8 @@ class Option:
                 raise InputError(f"{self.flag} must be a number, not {value!r}") from None
         if tag == "names":
             return split_names(value)
+        if tag == "globs":
+            return split_globs(value)
         if tag == "paths":
             return (value,) if isinstance(value, str) else tuple(value)
         if tag == "dtypes" and isinstance(value, tuple):  # the command line's list; a ladder runs the rest
@@ -153,7 +159,7 @@ class Option:
             return [on if value else off]
         if tag == "paths":
             return [part for item in value for part in (self.flag, item)]
-        if tag == "names":
+        if tag in ("names", "globs"):
             return [self.flag, ",".join(value)]
         if tag == "spec":
             return [self.flag, spec_text(value)]
@@ -248,12 +254,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("recompute", ("--recompute/--no-recompute",), SWITCH, True,
            "zero_grad, recompute the loss and backward before every step (a training loop); --no-recompute calls "
            "step() again on the first .grad.", "step", where="kind"),
+    # gradcheck module: a module case's keys (kinds.module_kind), and ModuleRequest's fields
+    Option("init", ("--init",), INIT, None,
+           "Keyword arguments for the module class, literals only (numbers, strings, True/False/None, lists, "
+           "tuples), e.g. \"in_feature=1, out_feature=3\".", "module", where="module", metavar="'key=value, ...'"),
+    Option("loss", ("--loss",), TEXT, None,
+           "What to check, in the expression language with out bound to forward's output (a tuple: out[0]), "
+           "e.g. \"(out - label).mean()\". Default: the output itself.", "module", where="module", metavar="EXPR"),
+    Option("params", ("--params",), GLOBS, None,
+           "Check only the parameters whose dotted names match (fnmatch), e.g. 'line_layer.*'.", "module",
+           where="module", metavar="GLOB[,GLOB]"),
+    Option("wrt_inputs", ("--wrt-inputs",), FLAG, False, "Also check forward's float tensor arguments.", "module",
+           where="module"),
+    Option("train", ("--train/--eval",), SWITCH, False,
+           "Train mode (dropout, batch statistics) or evaluation mode (the default).", "module", where="module"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
 CHECK_FIELDS = tuple(o for o in OPTIONS if o.where == "options")
 LIMITS = tuple(o for o in OPTIONS if o.where == "limits")
 KINDS = tuple(o for o in OPTIONS if o.where == "kind")
+MODULE_OPTIONS = tuple(o for o in OPTIONS if o.where == "module")
 
 
 def in_group(*groups: str) -> tuple[Option, ...]:
@@ -329,6 +350,19 @@ def split_names(wrt: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if not all(isinstance(s, str) for s in items):
         raise InputError(f"wrt names variables: give 'a,b' or a list of names, not {wrt!r}")
     return tuple(s.strip() for s in items if s.strip())
+
+
+def split_globs(params: Any) -> tuple[str, ...] | None:
+    """'layer.*,head.bias' or a list → globs; None stays None."""
+    if params is None:
+        return None
+    items = params.split(",") if isinstance(params, str) else list(params) if isinstance(params, (list, tuple)) else None
+    if items is None or not all(isinstance(s, str) for s in items):
+        raise InputError(f"params selects parameters by glob: give 'layer.*,head.bias' or a list, not {params!r}")
+    globs = tuple(s.strip() for s in items if s.strip())
+    if not globs:
+        raise InputError("--params is empty; give at least one glob such as 'layer.*'")
+    return globs
 
 
 # ---- the batch file's view of a row ----

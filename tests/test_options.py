@@ -48,6 +48,11 @@ NON_DEFAULT = {
     "optim": (["--optim", "Adam(lr=0.1)"], 'optim = "Adam(lr=0.1)"', None, "Adam(lr=0.1)"),
     "steps": (["--steps", "4"], "steps = 4", None, 4),
     "recompute": (["--no-recompute"], "recompute = false", None, False),
+    "init": (["--init", "features=5"], "init = { features = 5 }", None, {"features": 5}),
+    "loss": (["--loss", "out.sum()"], 'loss = "out.sum()"', None, "out.sum()"),
+    "params": (["--params", "lin.*,head.bias"], 'params = ["lin.*", "head.bias"]', None, ("lin.*", "head.bias")),
+    "wrt_inputs": (["--wrt-inputs"], "wrt_inputs = true", None, True),
+    "train": (["--train"], "train = true", None, True),
 }
 STEP_KIND = ("optim", "steps", "recompute")
 
@@ -96,7 +101,7 @@ def _from_api(monkeypatch, name, value):
     return options
 
 
-@pytest.mark.parametrize("name", [o.name for o in OPTIONS if o.where != "kind"])
+@pytest.mark.parametrize("name", [o.name for o in OPTIONS if o.where in ("options", "limits")])
 def test_a_check_option_means_the_same_from_cli_toml_txt_and_api(name, tmp_path, monkeypatch):
     args, line, value, expected = NON_DEFAULT[name]
     _, cli = _from_cli(args)
@@ -121,6 +126,26 @@ def test_a_kind_option_means_the_same_on_its_command_and_in_a_batch_case(name, t
         assert _from_txt(tmp_path, args).kind == {name: expected}
 
 
+@pytest.mark.parametrize("name", [o.name for o in OPTIONS if o.where == "module"])
+def test_a_module_option_means_the_same_on_the_command_and_in_a_module_case(name, tmp_path):
+    """gradcheck module's own options (options.MODULE_OPTIONS): click's value, converted by its row, is the
+    value a module [[case]] gets from its TOML key; the replay line of that case writes the flag back."""
+    from gradcheck_cli.cli import module_command
+    from gradcheck_cli.module_load import parse_init
+    args, line, _, expected = NON_DEFAULT[name]
+    raw = _parse(module_command, [os.path.join(ROOT, "tests", "modules", "layers.py") + ":NormNet", *args])[name]
+    value = BY_NAME[name].convert(raw)
+    assert (parse_init(value) if name == "init" else value) == expected
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "layers.py").write_text(open(os.path.join(ROOT, "tests", "modules", "layers.py")).read())
+    path = tmp_path / "case.toml"
+    path.write_text(f'[[case]]\nmodule = "models/layers.py:NormNet"\nvars = {{ x = "randn(3,4)" }}\n{line}\n')
+    (case,) = load_cases(str(path), trust_plugins=True)
+    assert case.problem is None, case.problem
+    assert case.kind[name] == expected
+    assert BY_NAME[name].replay(raw if name == "init" else expected) == args
+
+
 def test_each_command_takes_the_options_its_groups_give_it():
     for command in (main.commands[name] for name in ("check", "step", "graph", "steps")):  # batch, ops: own --plugin
         names = {p.name for p in command.params}
@@ -131,7 +156,8 @@ def test_each_command_takes_the_options_its_groups_give_it():
 
 def test_the_api_signature_names_every_option():
     params = inspect.signature(api_check).parameters
-    assert {o.name for o in OPTIONS if o.where != "kind"} | {"vars", "limits", "expression", "variables"} == set(params)
+    assert {o.name for o in OPTIONS if o.where in ("options", "limits")} | {"vars", "limits", "expression",
+                                                                          "variables"} == set(params)
     assert params["seed"].default == 0 and params["max_memory"].default == DEFAULT_LIMITS.max_memory
 
 
@@ -244,7 +270,7 @@ def test_unknown_toml_keys_are_refused_with_the_allowed_ones(tmp_path):
     _, (case,) = _batch_json(tmp_path, '[defaults]\noptim = "SGD()"\n[[case]]\nexpr = "x*2"\n')
     allowed = case["message"].split("allowed: ")[1].split(", ")
     assert case["message"].startswith("unknown key 'optim' in [defaults]; allowed: ")
-    assert set(allowed) == {o.name for o in OPTIONS if o.where != "kind"} - {"grad_output"}
+    assert set(allowed) == {o.name for o in OPTIONS if o.where in ("options", "limits")} - {"grad_output"}
 
 
 @pytest.mark.parametrize("name, ok", [("x", "x"), ("w_1", "w_1"), ("α", "α"), ("ﬁ", "fi"), ("_x", None),
@@ -294,3 +320,25 @@ def test_a_txt_line_is_parsed_as_check_parses_it(tmp_path):
     with pytest.raises(InputError, match=r"^No such option '--orderr'. Did you mean '--order'\?$"):
         parse_line(["x*2", "--orderr", "2"])
     assert parse_line(["-log(p).mean()", "-v", "p=0.2"])["expr"] == "-log(p).mean()"
+
+
+def test_a_module_replay_line_reparses_to_the_same_options():
+    """The replay of `gradcheck module` is written from the schema rows: every module option and every
+    check option (a limit too, which the hand-written line used to drop) parse back to what was given."""
+    from click.testing import CliRunner
+
+    from gradcheck_cli.cli import module_command
+    target = os.path.join(ROOT, "tests", "modules", "layers.py") + ":NormNet"
+    args = [target, "--init", "features=4", "-v", "x=randn(3,4)", "--loss", "out.pow(2).mean()", "--params",
+            "*weight", "--train", "--atol", "1e-06", "--max-memory", "300", "--directions", "5", "--full",
+            "--method", "richardson"]
+    done = CliRunner().invoke(main, ["module", *args, "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    replay = shlex.split(json.loads(done.stdout)["replay"])
+    assert replay[:2] == ["gradcheck", "module"]
+    given, again = _parse(module_command, args), _parse(module_command, replay[2:])
+    assert _options(again) == _options(given)
+    assert _options(given).limits.max_memory == 300
+    for option in OPTIONS:
+        if option.where == "module":
+            assert again[option.name] == given[option.name], option.name
