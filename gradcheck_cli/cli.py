@@ -94,10 +94,10 @@ class ExpressionCommand(click.Command):
         return super().parse_args(ctx, out + (["--", *moved] if moved else []))
 
 
-def _click_option(option: Any) -> Callable:
-    """One schema row (options.OPTIONS) as a click option."""
+def _click_option(option: Any, command: str | None = None) -> Callable:
+    """One schema row (options.OPTIONS) as a click option (of `command`, where it may be required)."""
     tag = option.kind.tag
-    kw: dict[str, Any] = {"help": option.help, "required": option.required}
+    kw: dict[str, Any] = {"help": option.help, "required": command in option.required}
     if option.metavar:
         kw["metavar"] = option.metavar
     if tag == "flag":
@@ -112,18 +112,19 @@ def _click_option(option: Any) -> Callable:
         kw["type"] = float
     elif tag == "text" and option.choices:
         kw["type"] = click.Choice(option.choices)
-    if tag not in ("flag", "paths"):
-        kw["default"] = option.default
+    if tag not in ("flag", "paths") and not (kw["required"] and option.default is None):
+        kw["default"] = option.default  # (click >= 8.2 takes a given None default as satisfying `required`)
         kw["show_default"] = option.default is not None
     return click.option(*option.flags, option.name, **kw)
 
 
-def _schema_options(*groups: str, first: Callable | None = None) -> Callable[[Callable], Callable]:
+def _schema_options(*groups: str, first: Callable | None = None,
+                    command: str | None = None) -> Callable[[Callable], Callable]:
     """A decorator: the schema's options of these groups, in schema order (after `first`)."""
     def decorate(fn: Callable) -> Callable:
         from .options import in_group
         for option in reversed(in_group(*groups)):
-            fn = _click_option(option)(fn)
+            fn = _click_option(option, command)(fn)
         return first(fn) if first else fn
     return decorate
 
@@ -141,8 +142,12 @@ wrt_option = _schema_options("wrt")
 method_options = _schema_options("method")              # --method and --eps
 check_options = _schema_options("check", "method", "grad_output", "wrt")  # the gradient options of `check`
 accumulate_option = _schema_options("accumulate")
-step_options = _schema_options("step")                  # --optim, --steps, --recompute
-module_options = _schema_options("module")              # --init, --loss, --params, --wrt-inputs, --train/--eval
+step_options = _schema_options("optim", "step", command="step")  # --optim (required), --steps, --recompute
+
+
+def module_options(fn: Callable) -> Callable:
+    """--init, --loss, --params, --wrt-inputs, --train/--eval, then --optim and --steps."""
+    return _schema_options("module")(_schema_options("optim")(fn))
 
 
 def format_options(kind: str, help_text: str = "Output format.") -> Callable[[Callable], Callable]:
@@ -514,9 +519,6 @@ def ops(plugins: tuple[str, ...], fmt: str, as_json: bool) -> None:
 @main.command(name="module")
 @click.argument("target", metavar="FILE.py:NAME")
 @module_options
-@click.option("--optim", metavar="'NAME(key=value, ...)'",
-              help="Also run optimizer steps on the checked parameters, as gradcheck step does, e.g. \"Adam(lr=1e-3)\".")
-@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="Optimizer steps (with --optim).")
 @expression_options
 @check_options
 @format_options("module")

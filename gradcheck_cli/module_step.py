@@ -21,6 +21,7 @@ from .compare import versions
 from .errors import InputError
 from .module import ModuleRequest, run_module_check
 from .module_target import ModuleRunner, copy_module, to_numpy
+from .options import kind_replay
 from .stepping import MAX_STEPS, StepRecord, StepResult, _param_step
 
 
@@ -87,7 +88,7 @@ def run_module_step(module: Any, values: Mapping[str, Any], options: CheckOption
             reference = new_reference
     finally:
         torch.set_rng_state(rng)
-    replay = first.replay + f" --optim {shlex.quote(optim)} --steps {steps}"
+    replay = shlex.join([*shlex.split(first.replay), *kind_replay({"optim": optim, "steps": steps})])
     return StepResult(first.expression, optimizer.used, tuple(records), True, options.dtype, first.method,
                       first.atol, first.rtol, first.constants, replay, versions(),
                       request.label or type(module).__name__)

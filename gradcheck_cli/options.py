@@ -69,6 +69,7 @@ GROUPS = {
     "method": ("check", "step", "steps", "module"),                # method_options
     "check": ("check", "step", "module"),                          # check_options
     "accumulate": ("check",),                                      # accumulate_option: a case kind
+    "optim": ("step", "module"),                                   # optim_options: --optim, --steps
     "step": ("step",),                                             # step_options: a case kind
     "module": ("module",),                                         # module_options: what a module check checks
 }
@@ -91,7 +92,7 @@ class Option:
     check: Callable[[Any], str | None] | None = None  # the message when a value is wrong
     metavar: str | None = None
     replay_always: bool = False         # written in the replay line even at its default
-    required: bool = False              # on the command line
+    required: tuple[str, ...] = ()      # the commands whose command line must give it
 
     @property
     def flag(self) -> str:
@@ -247,9 +248,10 @@ OPTIONS: tuple[Option, ...] = (
            bounds=(1, MAX_PASSES), metavar="N"),
     Option("optim", ("--optim",), TEXT, None,
            "The optimizer, as torch.optim.NAME(params, key=value, ...) is called: SGD, Adam, AdamW, RMSprop, "
-           "Adagrad, Adamax, NAdam, RAdam, Adadelta, Rprop, or a plugin's OPTIMIZERS.", "step", where="kind",
-           metavar="'NAME(key=value, ...)'", required=True),
-    Option("steps", ("--steps",), INT, 1, "Optimizer steps to run.", "step", where="kind", bounds=(1, MAX_STEPS),
+           "Adagrad, Adamax, NAdam, RAdam, Adadelta, Rprop, or a plugin's OPTIMIZERS. gradcheck module steps "
+           "the checked parameters with it.", "optim", where="kind", metavar="'NAME(key=value, ...)'",
+           required=("step",)),
+    Option("steps", ("--steps",), INT, 1, "Optimizer steps to run.", "optim", where="kind", bounds=(1, MAX_STEPS),
            replay_always=True),
     Option("recompute", ("--recompute/--no-recompute",), SWITCH, True,
            "zero_grad, recompute the loss and backward before every step (a training loop); --no-recompute calls "

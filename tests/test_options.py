@@ -147,7 +147,7 @@ def test_a_module_option_means_the_same_on_the_command_and_in_a_module_case(name
 
 
 def test_each_command_takes_the_options_its_groups_give_it():
-    for command in (main.commands[name] for name in ("check", "step", "graph", "steps")):  # batch, ops: own --plugin
+    for command in (main.commands[name] for name in ("check", "step", "graph", "steps", "module")):  # batch, ops: own --plugin
         names = {p.name for p in command.params}
         for option in OPTIONS:
             assert (option.name in names) == (command.name in option.commands), (command.name, option.name)

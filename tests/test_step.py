@@ -559,3 +559,11 @@ def test_any_optim_text_resolves_or_is_bad_input(text):
         assert err.message and "\n" not in err.message
         return
     assert optimizer.name in BUILT_IN and set(optimizer.hyper) <= set(keywords(optimizer.update))
+
+
+def test_step_without_optim_says_the_option_is_missing(gradcheck):
+    """--optim is required on `gradcheck step` (its schema row says so), optional on `gradcheck module`."""
+    assert "Missing option '--optim'" in gradcheck.error("step", "w**2", "-v", "w=1")
+    from gradcheck_cli.cli import main
+    required = {c: {p.name for p in main.commands[c].params if getattr(p, "required", False)} for c in ("step", "module")}
+    assert "optim" in required["step"] and "optim" not in required["module"]
