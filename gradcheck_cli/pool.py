@@ -17,7 +17,9 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import math
 import os
+import select
 import signal
 import sys
 import tempfile
@@ -169,7 +171,6 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
     go to a worker (`jobs` of them when this process has no case of its own, and one more when it is done
     with its own while many remain). Without `local`, `jobs` workers run everything.
     """
-    from multiprocessing.connection import wait
     context = _context(any(c.runs_plugin_code for _, c in work))
     timeout = check_timeout(timeout)
     isolated = collections.deque((i, c) for i, c in work if not local or c.runs_plugin_code)
@@ -260,12 +261,14 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
             if wait_for is None and hard is not None:
                 busy = [w.since + hard for w in workers if w.pending]
                 wait_for = max(0.0, min(busy) - time.perf_counter()) + 0.01 if busy else None
-            ready = wait([w.conn for w in workers] + [w.process.sentinel for w in workers], timeout=wait_for)
+            ready = _ready([h for w in workers for h in (w.conn.fileno(), w.process.sentinel)], wait_for)
             for worker in list(workers):
                 alive = True
                 try:
-                    while worker.conn.poll():
+                    readable = worker.conn.fileno() in ready
+                    while readable:
                         kind, body = worker.conn.recv()
+                        readable = bool(_ready([worker.conn.fileno()], 0.0))
                         if kind == "ready":
                             worker.ready = True
                             continue
@@ -322,6 +325,20 @@ def run_pool(work: Sequence[tuple[int, Case]], jobs: int, timeout: float | None,
                 if worker.process.is_alive():
                     worker.process.kill()
                 worker.process.join()
+
+
+def _ready(handles: Sequence[int], timeout: float | None) -> set[int]:
+    """Those of the descriptors `handles` that can be read (or are closed), waiting up to `timeout` seconds
+    (None: until one is). One poll(2) call: multiprocessing's wait() builds a selector on every call, and
+    this process asks after every case it runs itself."""
+    if not hasattr(select, "poll"):  # pragma: no cover  (Windows: multiprocessing's own wait)
+        from multiprocessing.connection import wait
+        return set(wait(list(handles), timeout=timeout))
+    poller = select.poll()
+    for handle in handles:
+        poller.register(handle, select.POLLIN)
+    wait_ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return {fd for fd, _ in poller.poll(wait_ms)}
 
 
 def _context(plugin_code: bool):
