@@ -392,3 +392,28 @@ def test_small_imaginary_forms_decline_what_they_cannot_promise(name):
         assert form(bad) is None
     if name == "exp":
         assert form(base + 709.5) is None  # e^a overflows: inf·0 would be nan where numpy gives 0
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_vjp_falls_back_to_torchs_public_call_where_its_internals_refuse(batched, monkeypatch):
+    """Another torch's private engine call (a TypeError), or weights not made like the output: the public
+    torch.autograd.grad, with the same numbers."""
+    import torch.autograd.graph
+    from gradcheck_cli import batched_grad
+    x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).requires_grad_()
+    out = torch.softmax(x ** 3, 0)
+    w = torch.randn((3, 5) if batched else (5,), dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    vjp = batched_grad.grads_batched if batched else batched_grad.grads
+    (expected,) = torch.autograd.grad(out, [x], w, retain_graph=True, is_grads_batched=batched)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(1)
+        raise TypeError("_engine_run_backward() got an unexpected keyword argument")
+    monkeypatch.setattr(torch.autograd.graph, "_engine_run_backward", refuse)
+    (got,) = vjp(out, [x], w)
+    assert calls and torch.equal(got, expected)
+    monkeypatch.undo()
+    (got,) = vjp(out, [x], w.float())  # not the output's dtype: the public call decides (and casts)
+    (public,) = torch.autograd.grad(out, [x], w.float(), retain_graph=True, is_grads_batched=batched)
+    assert torch.equal(got, public)
