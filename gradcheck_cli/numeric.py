@@ -71,7 +71,7 @@ class NumericEngine:
 
         def observe(node: Call, args: list[Any]) -> None:
             for arg, value in zip(node.args, args):
-                if isinstance(arg, Call):
+                if isinstance(arg, Call) and isinstance(value, (np.ndarray, float)):  # not a tuple of outputs
                     self.shapes[id(arg)] = np.shape(value)[1:]
 
         with np.errstate(all="ignore"):
