@@ -15,6 +15,8 @@ the complex library's hyperbolic functions: the same numbers for a third to half
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 _MIN_SIZE = 4096  # smaller batches: the plain form is as fast
@@ -71,36 +73,37 @@ def _small_imag(x, top: float = np.inf) -> bool:
 
 
 def sin(x: np.ndarray) -> np.ndarray | None:
-    """sin(a + ib) = sin a + i·b·cos a where |b| < SMALL_IMAG; None elsewhere."""
-    if not _small_imag(x):
-        return None
-    out = np.empty(x.shape, dtype=np.complex128)
-    np.sin(x.real, out=out.real)
-    np.cos(x.real, out=out.imag)
-    out.imag *= x.imag
-    return out
+    """sin(a + ib) = sin a·cosh b + i·cos a·sinh b = sin a + i·b·cos a where |b| < SMALL_IMAG; else None."""
+    return _small_step(x, np.sin, np.cos)
 
 
 def cos(x: np.ndarray) -> np.ndarray | None:
-    """cos(a + ib) = cos a − i·b·sin a where |b| < SMALL_IMAG; None elsewhere."""
-    if not _small_imag(x):
-        return None
-    out = np.empty(x.shape, dtype=np.complex128)
-    np.cos(x.real, out=out.real)
-    np.sin(x.real, out=out.imag)
-    np.negative(out.imag, out=out.imag)
-    out.imag *= x.imag
-    return out
+    """cos(a + ib) = cos a·cosh b − i·sin a·sinh b = cos a − i·b·sin a where |b| < SMALL_IMAG; else None."""
+    return _small_step(x, np.cos, _minus_sin)
 
 
 def exp(x: np.ndarray) -> np.ndarray | None:
-    """exp(a + ib) = e^a + i·b·e^a where |b| < SMALL_IMAG and e^a is finite (an infinite e^a times b = 0
-    would be nan, where numpy gives 0); None elsewhere."""
-    if not _small_imag(x, top=709.0):
+    """exp(a + ib) = e^a·(cos b + i·sin b) = e^a + i·b·e^a where |b| < SMALL_IMAG and e^a is finite (an
+    infinite e^a times b = 0 would be nan, where numpy gives 0); else None."""
+    return _small_step(x, np.exp, None, top=709.0)
+
+
+def _minus_sin(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    np.sin(a, out=out)
+    return np.negative(out, out=out)
+
+
+def _small_step(x: np.ndarray, value: Callable, slope: Callable | None, top: float = np.inf) -> np.ndarray | None:
+    """value(a) + i·b·slope(a) (slope None: value itself) for a batch whose imaginary parts are all tiny."""
+    if not _small_imag(x, top):
         return None
     out = np.empty(x.shape, dtype=np.complex128)
-    np.exp(x.real, out=out.real)
-    np.multiply(out.real, x.imag, out=out.imag)
+    value(x.real, out=out.real)
+    if slope is None:
+        np.multiply(out.real, x.imag, out=out.imag)
+    else:
+        slope(x.real, out=out.imag)
+        out.imag *= x.imag
     return out
 
 
