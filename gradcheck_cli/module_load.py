@@ -14,6 +14,7 @@ import os
 from typing import Any, Mapping
 
 from .errors import InputError
+from .parse import quiet_parse
 
 MAX_INIT_LENGTH = 10_000   # characters of --init
 MAX_INIT_DEPTH = 20        # nesting of lists/tuples in --init
@@ -56,7 +57,7 @@ def parse_init(text: Any) -> dict[str, Any]:
         return {}
     wrapped = f"f({source})"
     try:
-        tree = ast.parse(wrapped, mode="eval")
+        tree = quiet_parse(wrapped, "eval")
     except SyntaxError as err:
         col = max(0, min(len(source), (err.offset or 3) - 3))
         raise InputError(f"--init is not keyword=value, ...: {err.msg}", source, 1, col, col + 1) from None

@@ -71,6 +71,15 @@ _HINTS = {
 }
 
 
+def quiet_parse(text: str, mode: str) -> ast.AST:
+    """ast.parse without the SyntaxWarning or DeprecationWarning Python prints for text such as '1if'
+    ("invalid decimal literal"): it would land on stderr beside our one-line message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ast.parse(text, mode=mode)
+
+
 def _char_col(line_text: str, byte_col: int) -> int:
     """ast columns count UTF-8 bytes; carets count characters."""
     return len(line_text.encode("utf-8")[:byte_col].decode("utf-8", errors="replace"))
@@ -111,10 +120,7 @@ class _Parser(StatementParser):
             raise InputError(f"the expression is {len(self.source)} characters long; the limit is "
                              f"{self.limits.max_length} (raise it with --max-length)")
         try:
-            with warnings.catch_warnings():  # "invalid decimal literal" and the like: the error says it
-                warnings.simplefilter("ignore", SyntaxWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return ast.parse(self.source, mode="exec")
+            return quiet_parse(self.source, "exec")
         except SyntaxError as err:
             line = err.lineno or 1
             col = max((err.offset or 1) - 1, 0)

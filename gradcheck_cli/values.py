@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import ast
 import math
-import warnings
 import zlib
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
-from .parse import DEFAULT_LIMITS, MAX_DIMS, Limits
+from .parse import DEFAULT_LIMITS, MAX_DIMS, Limits, quiet_parse
 
 _GENERATORS = ("randn", "rand", "ones", "zeros", "full", "arange", "linspace")
 
@@ -49,10 +48,7 @@ def parse_spec(text: str, name: str, seed: int = 0, limits: Limits = DEFAULT_LIM
     if len(text) > limits.max_length * 50:
         raise InputError(f"the value of '{name}' is too long ({len(text)} characters)")
     try:
-        with warnings.catch_warnings():  # a SyntaxWarning would print beside our one message
-            warnings.simplefilter("ignore", SyntaxWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            tree = ast.parse(text, mode="eval").body
+        tree = quiet_parse(text, "eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise InputError(f"cannot read the value of '{name}': {_short(text)!r}; expected a number, "
                          "a comma list '2,3', a nested list '[[1,2],[3,4]]' or e.g. 'randn(3,4)'") from None
@@ -176,7 +172,7 @@ def spec_elements(value: Any) -> int:
         shape = getattr(value, "shape", None)  # numpy arrays and torch tensors: made already, only counted
         return math.prod(int(n) for n in shape) if isinstance(shape, tuple) else 0
     try:
-        tree = ast.parse(value.strip(), mode="eval").body
+        tree = quiet_parse(value.strip(), "eval").body
         func = tree.func.id if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) else None
         if func not in _GENERATORS:
             return 0

@@ -2,6 +2,7 @@
 never a traceback; and the same cases through the API raise InputError."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -357,3 +358,21 @@ def test_float16_overflow_is_bad_input(gradcheck):
 def test_unwritable_dot_path_prints_nothing(gradcheck, tmp_path):
     stderr = gradcheck.error("graph", "x*2", "-v", "x=1", "--dot", str(tmp_path / "no" / "such" / "dir.dot"))
     assert "cannot write" in stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["check", "x*2", "-v", "x=1if"],
+    ["check", "x*2if", "-v", "x=1"],
+    ["module", "tests/modules/layers.py:NormNet", "--init", "features=1if", "-v", "x=randn(3,4)"],
+])
+def test_text_python_warns_about_gets_our_one_line_only(args):
+    """'1if' makes Python's parser print a SyntaxWarning ("invalid decimal literal"). In a fresh process,
+    where nothing captures warnings, stderr is our one message (and a caret line for an expression)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "gradcheck_cli", *args], capture_output=True, text=True,
+                          cwd=root, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: ")
